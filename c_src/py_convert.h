@@ -1,0 +1,35 @@
+/* Term <-> object conversion. Both directions run with the GIL held, on a
+ * Python thread: never on a scheduler (DESIGN.md, decision 1). */
+#ifndef PY_CONVERT_H
+#define PY_CONVERT_H
+
+#include "py_common.h"
+
+/* Deepest nesting either direction accepts; the worker threads' stacks are
+ * sized for it (py_worker.c). */
+#define CONV_MAX_DEPTH 100000
+
+/* Most elements taken from an iterator that is not a list, tuple, dict or set:
+ * a guard against infinite generators. */
+#define CONV_MAX_ITER_ITEMS 100000000
+
+/* Erlang -> Python: a new reference, or NULL with a Python exception set. */
+PyObject *conv_to_py(ErlNifEnv *env, ERL_NIF_TERM term);
+
+/* Python -> Erlang: true with *out set, or false with a Python exception set. */
+bool conv_to_term(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out);
+
+/* Atoms from UTF-8 text (OTP 25's erl_nif has no UTF-8 atom API). With
+ * existing_only, fails rather than create one. */
+bool conv_make_atom(ErlNifEnv *env, const char *utf8, size_t size, bool existing_only,
+                    ERL_NIF_TERM *out);
+
+/* An atom's text as a str; NULL with a Python exception set. */
+PyObject *conv_atom_text(ErlNifEnv *env, ERL_NIF_TERM term);
+
+/* Most atoms that conversion may create from erlang.Atom values, over the
+ * VM's life. */
+void conv_set_atom_limit(long limit);
+long conv_atoms_created(void);
+
+#endif

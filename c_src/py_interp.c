@@ -1,0 +1,276 @@
+#include "py_interp.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "py_build_config.h"
+#include "py_convert.h"
+#include "py_erlang_module.h"
+#include "py_error.h"
+#include "py_sandbox.h"
+
+#define INTERP_STACK_BYTES (16u * 1024u * 1024u)
+
+typedef struct interrupt {
+    request_t *req;
+    struct interrupt *next;
+} interrupt_t;
+
+static struct {
+    ErlNifMutex *mutex;
+    ErlNifCond *cond;
+    bool starting;
+    bool running;
+    bool init_done;
+    char error[512];
+    interp_options_t options;
+    PyInterpreterState *main_state;
+    interrupt_t *interrupts;
+} interp;
+
+/* Made once, before any thread can use it. */
+static pthread_once_t interp_once = PTHREAD_ONCE_INIT;
+
+static void
+interp_create_locks(void)
+{
+    interp.mutex = enif_mutex_create("py_interp");
+    interp.cond = enif_cond_create("py_interp");
+}
+
+PyInterpreterState *
+interp_main_state(void)
+{
+    return interp.main_state;
+}
+
+bool
+interp_is_running(void)
+{
+    bool running;
+    pthread_once(&interp_once, interp_create_locks);
+    enif_mutex_lock(interp.mutex);
+    running = interp.running;
+    enif_mutex_unlock(interp.mutex);
+    return running;
+}
+
+void
+interp_thread_started(void)
+{
+    /* Signals for the VM are the VM's: they are delivered to its threads,
+     * never to ours (they would run its handlers in a thread it does not
+     * know). */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* Failure here means the kernel refused a filter it supports; the audit
+     * hook still applies, and _erlang_sandbox.status() reports it. */
+    (void)sandbox_thread_init();
+}
+
+static bool
+status_ok(PyStatus status, const char *step)
+{
+    if (!PyStatus_Exception(status)) {
+        return true;
+    }
+    snprintf(interp.error, sizeof(interp.error), "%s: %s%s%s", step,
+             status.func != NULL ? status.func : "", status.func != NULL ? ": " : "",
+             status.err_msg != NULL ? status.err_msg : "failed");
+    return false;
+}
+
+static bool
+initialise_python(void)
+{
+    PyConfig config;
+    const char *executable =
+        interp.options.executable[0] != '\0' ? interp.options.executable : PY_DEFAULT_EXECUTABLE;
+    bool ok = false;
+
+    if (sandbox_preinit() != 0) {
+        snprintf(interp.error, sizeof(interp.error), "the sandbox could not be installed");
+        return false;
+    }
+    if (PyImport_AppendInittab("erlang", PyInit_erlang) < 0) {
+        snprintf(interp.error, sizeof(interp.error), "cannot register the erlang module");
+        return false;
+    }
+    PyConfig_InitPythonConfig(&config);
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+    config.user_site_directory = 0;
+    /* A full path: the interpreter finds its prefix, or a venv's pyvenv.cfg,
+     * from it, as it would when started as that executable. */
+    if (!status_ok(PyConfig_SetBytesString(&config, &config.program_name, executable),
+                   "program name") ||
+        !status_ok(Py_InitializeFromConfig(&config), "Python initialisation")) {
+        goto done;
+    }
+    ok = true;
+done:
+    PyConfig_Clear(&config);
+    return ok;
+}
+
+/* After Py_Initialize, GIL held: sys.path, the erlang module, the sandbox. */
+static bool
+prepare_interpreter(void)
+{
+    PyObject *sys_path = PySys_GetObject("path"); /* borrowed */
+    PyObject *dir = PyUnicode_DecodeFSDefault(interp.options.python_path);
+    PyObject *erlang = NULL;
+    ErlNifEnv *env = enif_alloc_env();
+    bool ok = false;
+
+    if (sys_path == NULL || dir == NULL || PyList_Insert(sys_path, 0, dir) < 0) {
+        goto done;
+    }
+    erlang = PyImport_ImportModule("erlang");
+    if (erlang == NULL) {
+        goto done;
+    }
+    error_init_atoms(env);
+    conv_set_atom_limit(interp.options.atom_limit);
+    if (sandbox_postinit() != 0) {
+        goto done;
+    }
+    ok = true;
+done:
+    if (!ok) {
+        ERL_NIF_TERM error = error_from_python(env);
+        char text[400];
+        enif_snprintf(text, sizeof(text), "%T", error);
+        snprintf(interp.error, sizeof(interp.error), "Python set-up failed: %s", text);
+    }
+    Py_XDECREF(dir);
+    Py_XDECREF(erlang);
+    enif_free_env(env);
+    return ok;
+}
+
+static void
+serve_interrupts(PyThreadState *tstate)
+{
+    for (;;) {
+        interrupt_t *item;
+        request_t *req;
+
+        enif_mutex_lock(interp.mutex);
+        while (interp.interrupts == NULL) {
+            enif_cond_wait(interp.cond, interp.mutex);
+        }
+        item = interp.interrupts;
+        interp.interrupts = item->next;
+        enif_mutex_unlock(interp.mutex);
+
+        req = item->req;
+        enif_free(item);
+        PyEval_RestoreThread(tstate);
+        request_lock();
+        /* The state can only leave RUNNING on a thread that holds the GIL,
+         * which we now hold: the exception cannot land in another request. */
+        if (req->state == REQ_RUNNING && req->waiter == NULL) {
+            PyThreadState_SetAsyncExc(req->thread_ident, erlmod_exception("CallCancelled"));
+        }
+        request_unlock();
+        tstate = PyEval_SaveThread();
+        enif_release_resource(req);
+    }
+}
+
+static void *
+interp_main(void *arg)
+{
+    PyThreadState *tstate;
+    bool ok;
+
+    (void)arg;
+    interp_thread_started();
+    ok = initialise_python();
+    if (ok) {
+        ok = prepare_interpreter();
+        interp.main_state = PyInterpreterState_Get();
+        tstate = PyEval_SaveThread();
+    }
+    enif_mutex_lock(interp.mutex);
+    interp.init_done = true;
+    interp.running = ok;
+    enif_cond_broadcast(interp.cond);
+    enif_mutex_unlock(interp.mutex);
+    if (ok) {
+        serve_interrupts(tstate);
+    }
+    return NULL;
+}
+
+interp_start_t
+interp_start(const interp_options_t *opts, char *err, size_t errlen)
+{
+    pthread_t tid;
+    pthread_attr_t attr;
+    int rc;
+
+    pthread_once(&interp_once, interp_create_locks);
+    enif_mutex_lock(interp.mutex);
+    if (interp.running) {
+        enif_mutex_unlock(interp.mutex);
+        return INTERP_ALREADY_STARTED;
+    }
+    if (interp.starting) {
+        /* A failed start leaves the process with a half-made interpreter,
+         * which cannot be made again. */
+        snprintf(err, errlen, "%s", interp.error[0] ? interp.error : "start already attempted");
+        enif_mutex_unlock(interp.mutex);
+        return INTERP_FAILED;
+    }
+    interp.starting = true;
+    interp.options = *opts;
+    enif_mutex_unlock(interp.mutex);
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, INTERP_STACK_BYTES);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&tid, &attr, interp_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the interpreter thread: %s", strerror(rc));
+        enif_mutex_lock(interp.mutex);
+        interp.starting = false;
+        enif_mutex_unlock(interp.mutex);
+        return INTERP_FAILED;
+    }
+    enif_mutex_lock(interp.mutex);
+    while (!interp.init_done) {
+        enif_cond_wait(interp.cond, interp.mutex);
+    }
+    enif_mutex_unlock(interp.mutex);
+    if (!interp.running) {
+        snprintf(err, errlen, "%s", interp.error);
+        return INTERP_FAILED;
+    }
+    if (!worker_pool_start(opts->workers, err, errlen)) {
+        return INTERP_FAILED;
+    }
+    return INTERP_STARTED;
+}
+
+void
+interp_post_interrupt(request_t *req)
+{
+    interrupt_t *item = enif_alloc(sizeof(interrupt_t));
+
+    if (item == NULL) {
+        return; /* the request still ends, only later */
+    }
+    enif_keep_resource(req);
+    item->req = req;
+    enif_mutex_lock(interp.mutex);
+    item->next = interp.interrupts;
+    interp.interrupts = item;
+    enif_cond_signal(interp.cond);
+    enif_mutex_unlock(interp.mutex);
+}

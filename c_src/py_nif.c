@@ -1,0 +1,225 @@
+/* erlang_python NIF entry: the function table, load and upgrade.
+ *
+ * The NIFs only enqueue and signal; Python runs on threads of its own
+ * (py_worker.c) and answers with messages (DESIGN.md, decision 1).
+ */
+#include "py_common.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+#include "py_build_config.h"
+#include "py_callback.h"
+#include "py_convert.h"
+#include "py_interp.h"
+#include "py_worker.h"
+
+py_atoms_t ATOMS;
+
+static void
+make_atoms(ErlNifEnv *env)
+{
+    ATOMS.ok = enif_make_atom(env, "ok");
+    ATOMS.error = enif_make_atom(env, "error");
+    ATOMS.true_ = enif_make_atom(env, "true");
+    ATOMS.false_ = enif_make_atom(env, "false");
+    ATOMS.none = enif_make_atom(env, "none");
+    ATOMS.nil = enif_make_atom(env, "nil");
+    ATOMS.undefined = enif_make_atom(env, "undefined");
+    ATOMS.nan = enif_make_atom(env, "nan");
+    ATOMS.infinity = enif_make_atom(env, "infinity");
+    ATOMS.neg_infinity = enif_make_atom(env, "neg_infinity");
+    ATOMS.bytes = enif_make_atom(env, "bytes");
+    ATOMS.timeout = enif_make_atom(env, "timeout");
+    ATOMS.badarg = enif_make_atom(env, "badarg");
+    ATOMS.py_result = enif_make_atom(env, "py_result");
+    ATOMS.py_callback = enif_make_atom(env, "py_callback");
+    ATOMS.py_object = enif_make_atom(env, "py_object");
+    ATOMS.already_sent = enif_make_atom(env, "already_sent");
+    ATOMS.not_started = enif_make_atom(env, "not_started");
+    ATOMS.already_started = enif_make_atom(env, "already_started");
+    ATOMS.closed = enif_make_atom(env, "closed");
+    ATOMS.call = enif_make_atom(env, "call");
+    ATOMS.eval = enif_make_atom(env, "eval");
+    ATOMS.exec = enif_make_atom(env, "exec");
+    ATOMS.throw_ = enif_make_atom(env, "throw");
+    ATOMS.exit_ = enif_make_atom(env, "exit");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static bool
+get_path(ErlNifEnv *env, ERL_NIF_TERM map, const char *key, char *out, size_t size)
+{
+    ERL_NIF_TERM value;
+    ErlNifBinary bin;
+
+    out[0] = '\0';
+    if (!enif_get_map_value(env, map, enif_make_atom(env, key), &value)) {
+        return true; /* optional */
+    }
+    if (!enif_inspect_binary(env, value, &bin) || bin.size >= size ||
+        memchr(bin.data, '\0', bin.size) != NULL) {
+        return false;
+    }
+    memcpy(out, bin.data, bin.size);
+    out[bin.size] = '\0';
+    return true;
+}
+
+/* start(#{python => Bin, python_path => Bin, workers => N, atom_limit => N})
+ *   -> ok | already_started | {error, Reason} */
+static ERL_NIF_TERM
+start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    interp_options_t opts;
+    ERL_NIF_TERM value;
+    char err[512] = "";
+    int workers = 8;
+    long atom_limit = 10000;
+
+    memset(&opts, 0, sizeof(opts));
+    if (!enif_is_map(env, argv[0]) ||
+        !get_path(env, argv[0], "python", opts.executable, sizeof(opts.executable)) ||
+        !get_path(env, argv[0], "python_path", opts.python_path, sizeof(opts.python_path))) {
+        return enif_make_badarg(env);
+    }
+    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "workers"), &value) &&
+        (!enif_get_int(env, value, &workers) || workers < 1 || workers > 1024)) {
+        return enif_make_badarg(env);
+    }
+    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "atom_limit"), &value) &&
+        (!enif_get_long(env, value, &atom_limit) || atom_limit < 0)) {
+        return enif_make_badarg(env);
+    }
+    opts.workers = workers;
+    opts.atom_limit = atom_limit;
+    switch (interp_start(&opts, err, sizeof(err))) {
+    case INTERP_STARTED:
+        return ATOMS.ok;
+    case INTERP_ALREADY_STARTED:
+        return ATOMS.already_started;
+    default:
+        return make_error(env, make_binary(env, err, strlen(err)));
+    }
+}
+
+static bool
+kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
+{
+    if (term == ATOMS.call) {
+        *kind = REQ_CALL;
+    } else if (term == ATOMS.eval) {
+        *kind = REQ_EVAL;
+    } else if (term == ATOMS.exec) {
+        *kind = REQ_EXEC;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* submit(Kind, Ref, Payload) -> {ok, Request} | {error, not_started}.
+ * The result arrives as {py_result, Ref, Result}. */
+static ERL_NIF_TERM
+submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    request_kind_t kind;
+    request_t *req;
+    ERL_NIF_TERM term;
+
+    if (!kind_from_term(argv[0], &kind)) {
+        return enif_make_badarg(env);
+    }
+    if (!interp_is_running()) {
+        return make_error(env, ATOMS.not_started);
+    }
+    req = request_new(env, kind, argv[1], argv[2]);
+    if (req == NULL) {
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    term = enif_make_resource(env, req);
+    worker_pool_push(req);
+    enif_release_resource(req);
+    return enif_make_tuple2(env, ATOMS.ok, term);
+}
+
+/* cancel(Request) -> ok | already_sent */
+static ERL_NIF_TERM
+cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    request_t *req;
+
+    if (!enif_get_resource(env, argv[0], request_rtype, (void **)&req)) {
+        return enif_make_badarg(env);
+    }
+    return request_cancel(req) ? ATOMS.already_sent : ATOMS.ok;
+}
+
+/* info() -> #{running, workers, atoms_created, library, sanitize} */
+static ERL_NIF_TERM
+info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ERL_NIF_TERM keys[] = {
+        enif_make_atom(env, "running"),       enif_make_atom(env, "workers"),
+        enif_make_atom(env, "atoms_created"), enif_make_atom(env, "library"),
+        enif_make_atom(env, "default_python"),
+    };
+    ERL_NIF_TERM values[] = {
+        interp_is_running() ? ATOMS.true_ : ATOMS.false_,
+        enif_make_int(env, worker_pool_size()),
+        enif_make_long(env, conv_atoms_created()),
+        make_binary(env, PY_LIBRARY_PATH, strlen(PY_LIBRARY_PATH)),
+        make_binary(env, PY_DEFAULT_EXECUTABLE, strlen(PY_DEFAULT_EXECUTABLE)),
+    };
+    ERL_NIF_TERM map;
+
+    enif_make_map_from_arrays(env, keys, values, sizeof(keys) / sizeof(keys[0]), &map);
+    return map;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static bool
+init_resources(ErlNifEnv *env)
+{
+    return worker_init_resources(env) && callback_init_resources(env);
+}
+
+static int
+load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+{
+    Dl_info self;
+
+    make_atoms(env);
+    /* C extensions (numpy...) resolve libpython's symbols globally, but the
+     * VM loads us, and so libpython, with RTLD_LOCAL. */
+    if (dlopen(PY_LIBRARY_PATH, RTLD_NOW | RTLD_GLOBAL) == NULL) {
+        return 1;
+    }
+    /* Our threads run this library's code for the life of the process: it
+     * must never be unloaded, even if the module is purged. */
+    if (dladdr((void *)&load, &self) == 0 ||
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD) == NULL) {
+        return 2;
+    }
+    return init_resources(env) ? 0 : 3;
+}
+
+static int
+upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info)
+{
+    make_atoms(env);
+    return init_resources(env) ? 0 : 3;
+}
+
+static ErlNifFunc nif_funcs[] = {
+    {"start", 1, start_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"submit", 3, submit_nif, 0},
+    {"cancel", 1, cancel_nif, 0},
+    {"callback_reply", 2, callback_reply_nif, 0},
+    {"submit_nested", 4, callback_submit_nested_nif, 0},
+    {"info", 0, info_nif, 0},
+};
+
+ERL_NIF_INIT(py_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -1,0 +1,527 @@
+/* Worker threads: take requests from one queue and run them with the GIL.
+ *
+ * The threads are plain pthreads with large stacks (deep conversions recurse)
+ * and never run on a BEAM scheduler. An idle worker spins briefly before it
+ * sleeps, so that a caller making calls back to back does not pay a thread
+ * wake-up on each; only one worker spins at a time.
+ */
+#include "py_worker.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "py_callback.h"
+#include "py_convert.h"
+#include "py_error.h"
+#include "py_interp.h"
+
+#define WORKER_STACK_BYTES (64u * 1024u * 1024u)
+#define WORKER_SPIN_NS 50000L
+
+ErlNifResourceType *request_rtype = NULL;
+
+static ErlNifMutex *request_mutex = NULL;
+
+static struct {
+    ErlNifMutex *mutex;
+    ErlNifCond *cond;
+    request_t *head;
+    request_t *tail;
+    int idle;          /* workers sleeping on cond */
+    int size;          /* workers started */
+    atomic_int queued; /* requests in the queue, read without the lock by the spinner */
+    atomic_int spinning;
+} pool;
+
+static _Thread_local thread_ctx_t *tls_ctx = NULL;
+
+/* ------------------------------------------------------------------------ */
+/* Requests */
+
+static void
+request_dtor(ErlNifEnv *env, void *obj)
+{
+    request_t *req = obj;
+    if (req->env != NULL) {
+        enif_free_env(req->env);
+    }
+}
+
+static void
+request_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    /* The caller died: nobody wants the result, so stop the work. */
+    (void)request_cancel(obj);
+}
+
+bool
+worker_init_resources(ErlNifEnv *env)
+{
+    ErlNifResourceTypeInit init = {.dtor = request_dtor, .down = request_down};
+
+    request_rtype = enif_open_resource_type_x(env, "py_request", &init, ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (request_mutex == NULL) {
+        request_mutex = enif_mutex_create("py_request");
+        pool.mutex = enif_mutex_create("py_pool");
+        pool.cond = enif_cond_create("py_pool");
+    }
+    return request_rtype != NULL && request_mutex != NULL && pool.mutex != NULL &&
+           pool.cond != NULL;
+}
+
+void
+request_lock(void)
+{
+    enif_mutex_lock(request_mutex);
+}
+
+void
+request_unlock(void)
+{
+    enif_mutex_unlock(request_mutex);
+}
+
+request_t *
+request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref, ERL_NIF_TERM payload)
+{
+    request_t *req = enif_alloc_resource(request_rtype, sizeof(request_t));
+
+    if (req == NULL) {
+        return NULL;
+    }
+    memset(req, 0, sizeof(*req));
+    req->env = enif_alloc_env();
+    if (req->env == NULL) {
+        enif_release_resource(req);
+        return NULL;
+    }
+    req->kind = kind;
+    req->state = REQ_QUEUED;
+    req->ref = enif_make_copy(req->env, ref);
+    req->payload = enif_make_copy(req->env, payload);
+    enif_self(env, &req->caller);
+    req->monitored = enif_monitor_process(env, req, &req->caller, &req->monitor) == 0;
+    return req;
+}
+
+bool
+request_cancel(request_t *req)
+{
+    bool sent, interrupt = false;
+
+    request_lock();
+    sent = req->sent;
+    if (req->state != REQ_DONE && !req->cancelled) {
+        req->cancelled = true;
+        if (req->waiter != NULL) {
+            callback_waiter_cancel(req->waiter);
+        } else if (req->state == REQ_RUNNING) {
+            interrupt = true;
+        }
+    }
+    request_unlock();
+    if (interrupt) {
+        /* Raising in the running thread needs the GIL, which a scheduler
+         * must not wait for: the interpreter thread does it. */
+        interp_post_interrupt(req);
+    }
+    return sent;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The queue */
+
+void
+worker_pool_push(request_t *req)
+{
+    enif_keep_resource(req);
+    enif_mutex_lock(pool.mutex);
+    req->next = NULL;
+    if (pool.tail == NULL) {
+        pool.head = req;
+    } else {
+        pool.tail->next = req;
+    }
+    pool.tail = req;
+    atomic_fetch_add(&pool.queued, 1);
+    /* A spinning worker will see it; otherwise wake a sleeper. */
+    if (pool.idle > 0 && atomic_load(&pool.spinning) == 0) {
+        enif_cond_signal(pool.cond);
+    }
+    enif_mutex_unlock(pool.mutex);
+}
+
+static void
+spin_for_work(void)
+{
+    struct timespec start, now;
+    int expected = 0;
+
+    if (!atomic_compare_exchange_strong(&pool.spinning, &expected, 1)) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (atomic_load(&pool.queued) > 0) {
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
+            WORKER_SPIN_NS) {
+            break;
+        }
+    }
+    atomic_store(&pool.spinning, 0);
+}
+
+static request_t *
+pool_take(void)
+{
+    request_t *req;
+
+    spin_for_work();
+    enif_mutex_lock(pool.mutex);
+    while (pool.head == NULL) {
+        pool.idle++;
+        enif_cond_wait(pool.cond, pool.mutex);
+        pool.idle--;
+    }
+    req = pool.head;
+    pool.head = req->next;
+    if (pool.head == NULL) {
+        pool.tail = NULL;
+    }
+    atomic_fetch_sub(&pool.queued, 1);
+    /* More work and sleepers left: pass the wake-up on. */
+    if (pool.head != NULL && pool.idle > 0) {
+        enif_cond_signal(pool.cond);
+    }
+    enif_mutex_unlock(pool.mutex);
+    req->next = NULL;
+    return req;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running a request (GIL held) */
+
+/* A new reference to a str made from a binary or atom term, or NULL. */
+static PyObject *
+name_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
+{
+    PyObject *obj = conv_to_py(env, term);
+
+    if (obj != NULL && !PyUnicode_Check(obj)) {
+        Py_DECREF(obj);
+        PyErr_SetString(PyExc_TypeError, "module and function names must be atoms or binaries");
+        return NULL;
+    }
+    return obj;
+}
+
+static PyObject *
+import_module(PyObject *name)
+{
+    if (PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
+        PyObject *main = PyImport_AddModule("__main__"); /* borrowed */
+        Py_XINCREF(main);
+        return main;
+    }
+    return PyImport_Import(name);
+}
+
+/* getattr along a dotted path: "JSONDecoder.decode". */
+static PyObject *
+lookup_attribute(PyObject *module, PyObject *dotted)
+{
+    PyObject *dot = PyUnicode_FromString(".");
+    PyObject *parts = dot == NULL ? NULL : PyUnicode_Split(dotted, dot, -1);
+    PyObject *current = NULL;
+
+    Py_XDECREF(dot);
+    if (parts == NULL) {
+        return NULL;
+    }
+    current = Py_NewRef(module);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(parts) && current != NULL; i++) {
+        PyObject *next = PyObject_GetAttr(current, PyList_GET_ITEM(parts, i));
+        Py_SETREF(current, next);
+    }
+    Py_DECREF(parts);
+    return current;
+}
+
+static PyObject *
+run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
+{
+    int arity;
+    const ERL_NIF_TERM *elems;
+    PyObject *modname = NULL, *funcname = NULL, *module = NULL, *func = NULL;
+    PyObject *arglist = NULL, *args = NULL, *kwargs = NULL, *result = NULL;
+
+    if (!enif_get_tuple(env, payload, &arity, &elems) || arity != 4) {
+        PyErr_SetString(PyExc_TypeError, "bad call payload");
+        goto done;
+    }
+    modname = name_from_term(env, elems[0]);
+    funcname = modname == NULL ? NULL : name_from_term(env, elems[1]);
+    module = funcname == NULL ? NULL : import_module(modname);
+    func = module == NULL ? NULL : lookup_attribute(module, funcname);
+    arglist = func == NULL ? NULL : conv_to_py(env, elems[2]);
+    if (arglist == NULL) {
+        goto done;
+    }
+    args = PyList_Check(arglist) ? PyList_AsTuple(arglist) : NULL;
+    if (args == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "arguments must be a list");
+        }
+        goto done;
+    }
+    kwargs = conv_to_py(env, elems[3]);
+    if (kwargs == NULL) {
+        goto done;
+    }
+    if (!PyDict_Check(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "keyword arguments must be a map");
+        goto done;
+    }
+    result = PyObject_Call(func, args, PyDict_GET_SIZE(kwargs) > 0 ? kwargs : NULL);
+done:
+    Py_XDECREF(modname);
+    Py_XDECREF(funcname);
+    Py_XDECREF(module);
+    Py_XDECREF(func);
+    Py_XDECREF(arglist);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+/* Source code as a NUL-terminated bytes object. */
+static PyObject *
+source_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
+{
+    ErlNifBinary bin;
+
+    if (!enif_inspect_binary(env, term, &bin)) {
+        PyErr_SetString(PyExc_TypeError, "code must be a binary");
+        return NULL;
+    }
+    if (memchr(bin.data, '\0', bin.size) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "source code cannot contain null bytes");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)bin.data, (Py_ssize_t)bin.size);
+}
+
+static PyObject *
+main_globals(void)
+{
+    PyObject *main = PyImport_AddModule("__main__"); /* borrowed */
+    return main == NULL ? NULL : PyModule_GetDict(main); /* borrowed */
+}
+
+static PyObject *
+run_source(ErlNifEnv *env, ERL_NIF_TERM code_term, ERL_NIF_TERM locals_term, int start)
+{
+    PyObject *source = NULL, *code = NULL, *namespace = NULL, *locals = NULL, *result = NULL;
+    PyObject *globals = main_globals();
+
+    source = globals == NULL ? NULL : source_from_term(env, code_term);
+    if (source == NULL) {
+        goto done;
+    }
+    code = Py_CompileString(PyBytes_AS_STRING(source),
+                            start == Py_eval_input ? "<py:eval>" : "<py:exec>", start);
+    if (code == NULL && start == Py_eval_input && PyErr_ExceptionMatches(PyExc_SyntaxError)) {
+        /* Statements given to eval run as statements and give None. */
+        PyErr_Clear();
+        code = Py_CompileString(PyBytes_AS_STRING(source), "<py:eval>", Py_file_input);
+    }
+    if (code == NULL) {
+        goto done;
+    }
+    if (locals_term != 0) {
+        locals = conv_to_py(env, locals_term);
+        if (locals == NULL) {
+            goto done;
+        }
+        if (!PyDict_Check(locals)) {
+            PyErr_SetString(PyExc_TypeError, "locals must be a map");
+            goto done;
+        }
+    }
+    if (locals != NULL && PyDict_GET_SIZE(locals) > 0) {
+        /* One namespace, so that comprehensions and lambdas in the expression
+         * see the locals too (a separate locals dict hides them). */
+        namespace = PyDict_Copy(globals);
+        if (namespace == NULL || PyDict_Update(namespace, locals) < 0) {
+            goto done;
+        }
+        result = PyEval_EvalCode(code, namespace, namespace);
+    } else {
+        result = PyEval_EvalCode(code, globals, globals);
+    }
+done:
+    Py_XDECREF(source);
+    Py_XDECREF(code);
+    Py_XDECREF(namespace);
+    Py_XDECREF(locals);
+    return result;
+}
+
+/* Runs the payload and returns {ok, V}, ok or {error, _} built in req->env. */
+static ERL_NIF_TERM
+run_payload(request_t *req)
+{
+    ErlNifEnv *env = req->env;
+    PyObject *result = NULL;
+    ERL_NIF_TERM term;
+    int arity;
+    const ERL_NIF_TERM *elems;
+
+    switch (req->kind) {
+    case REQ_CALL:
+        result = run_call(env, req->payload);
+        break;
+    case REQ_EVAL:
+        if (enif_get_tuple(env, req->payload, &arity, &elems) && arity == 2) {
+            result = run_source(env, elems[0], elems[1], Py_eval_input);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "bad eval payload");
+        }
+        break;
+    case REQ_EXEC:
+        result = run_source(env, req->payload, 0, Py_file_input);
+        break;
+    }
+    if (result == NULL) {
+        return error_from_python(env);
+    }
+    if (req->kind == REQ_EXEC) {
+        Py_DECREF(result);
+        return ATOMS.ok;
+    }
+    if (!conv_to_term(env, result, &term)) {
+        Py_DECREF(result);
+        return error_from_python(env);
+    }
+    Py_DECREF(result);
+    return enif_make_tuple2(env, ATOMS.ok, term);
+}
+
+void
+worker_execute(thread_ctx_t *ctx, request_t *req)
+{
+    request_t *outer = ctx->current;
+    ERL_NIF_TERM result;
+    bool send, was_cancelled;
+
+    request_lock();
+    if (req->cancelled) {
+        req->state = REQ_DONE;
+        request_unlock();
+        enif_release_resource(req);
+        return;
+    }
+    req->state = REQ_RUNNING;
+    req->thread_ident = ctx->ident;
+    request_unlock();
+
+    ctx->current = req;
+    result = run_payload(req);
+    ctx->current = outer;
+
+    /* The interpreter thread raises in RUNNING requests only while it holds
+     * the GIL, and we hold it from here on: after DONE no interrupt can be
+     * aimed at this request, and a pending one is cleared below. */
+    request_lock();
+    req->state = REQ_DONE;
+    was_cancelled = req->cancelled;
+    send = !was_cancelled;
+    req->sent = send;
+    request_unlock();
+    if (was_cancelled) {
+        PyThreadState_SetAsyncExc(ctx->ident, NULL);
+        PyErr_Clear();
+    }
+    if (send) {
+        ERL_NIF_TERM msg = enif_make_tuple3(req->env, ATOMS.py_result, req->ref, result);
+        (void)enif_send(NULL, &req->caller, req->env, msg);
+    }
+    if (req->monitored) {
+        (void)enif_demonitor_process(NULL, req, &req->monitor);
+    }
+    enif_release_resource(req);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Worker threads */
+
+thread_ctx_t *
+worker_thread_ctx(void)
+{
+    return tls_ctx;
+}
+
+void
+worker_set_thread_ctx(thread_ctx_t *ctx)
+{
+    tls_ctx = ctx;
+}
+
+static void *
+worker_main(void *arg)
+{
+    thread_ctx_t ctx = {0};
+    PyThreadState *tstate = PyThreadState_New(interp_main_state());
+
+    (void)arg;
+    PyEval_RestoreThread(tstate);
+    ctx.ident = PyThread_get_thread_ident();
+    tls_ctx = &ctx;
+    interp_thread_started();
+    (void)PyEval_SaveThread();
+    for (;;) {
+        request_t *req = pool_take();
+        PyEval_RestoreThread(tstate);
+        worker_execute(&ctx, req);
+        (void)PyEval_SaveThread();
+    }
+    return NULL;
+}
+
+bool
+worker_pool_start(int n, char *err, size_t errlen)
+{
+    pthread_attr_t attr;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int i = 0; i < n; i++) {
+        pthread_t tid;
+        int rc = pthread_create(&tid, &attr, worker_main, NULL);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc));
+            pthread_attr_destroy(&attr);
+            return false;
+        }
+        enif_mutex_lock(pool.mutex);
+        pool.size++;
+        enif_mutex_unlock(pool.mutex);
+    }
+    pthread_attr_destroy(&attr);
+    return true;
+}
+
+int
+worker_pool_size(void)
+{
+    int size;
+    enif_mutex_lock(pool.mutex);
+    size = pool.size;
+    enif_mutex_unlock(pool.mutex);
+    return size;
+}

@@ -1,0 +1,71 @@
+/* Requests and the worker threads that run them.
+ *
+ * A request is a resource shared by the Erlang caller (which holds its term),
+ * the queue and the thread that runs it. Its mutable fields are guarded by
+ * the request lock. Lock order: never take the GIL while holding the request
+ * lock; the request lock may be taken while holding the GIL.
+ */
+#ifndef PY_WORKER_H
+#define PY_WORKER_H
+
+#include "py_common.h"
+
+typedef enum { REQ_CALL, REQ_EVAL, REQ_EXEC } request_kind_t;
+typedef enum { REQ_QUEUED, REQ_RUNNING, REQ_DONE } request_state_t;
+
+struct waiter;
+
+typedef struct request {
+    request_kind_t kind;
+    ErlNifEnv *env;       /* owns ref and payload until the result is sent */
+    ERL_NIF_TERM ref;     /* the caller's tag for the reply */
+    ERL_NIF_TERM payload;
+    ErlNifPid caller;
+    ErlNifMonitor monitor;
+    bool monitored;
+    /* Guarded by the request lock. */
+    request_state_t state;
+    bool cancelled;
+    bool sent;
+    unsigned long thread_ident;   /* the Python thread running it, while RUNNING */
+    struct waiter *waiter;        /* set while its thread waits in erlang.call */
+    struct request *next;         /* queue link */
+} request_t;
+
+/* What a Python thread is doing for Erlang. Worker threads have one for
+ * life; other Python threads get one while they wait in erlang.call. */
+typedef struct thread_ctx {
+    unsigned long ident;
+    request_t *current; /* the request this thread runs, innermost first */
+} thread_ctx_t;
+
+extern ErlNifResourceType *request_rtype;
+
+bool worker_init_resources(ErlNifEnv *env);
+
+/* Starts n worker threads on the running interpreter. */
+bool worker_pool_start(int n, char *err, size_t errlen);
+int worker_pool_size(void);
+
+/* A new request for the process of env, monitored so that its death cancels
+ * it. Returns NULL on allocation failure. The caller owns one reference. */
+request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref,
+                       ERL_NIF_TERM payload);
+void worker_pool_push(request_t *req);
+
+/* Marks req cancelled and wakes or interrupts whatever runs it. Returns
+ * true if its result was already sent. Safe from any thread. */
+bool request_cancel(request_t *req);
+
+void request_lock(void);
+void request_unlock(void);
+
+/* This thread's context, or NULL on a thread that serves no request. */
+thread_ctx_t *worker_thread_ctx(void);
+void worker_set_thread_ctx(thread_ctx_t *ctx);
+
+/* Runs req on this thread and sends its result. GIL held. Consumes the
+ * caller's reference to req. */
+void worker_execute(thread_ctx_t *ctx, request_t *req);
+
+#endif

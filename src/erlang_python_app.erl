@@ -1,0 +1,70 @@
+%% @private Starts the interpreter (once per OS process), then the supervisor.
+-module(erlang_python_app).
+-behaviour(application).
+
+-export([start/2, stop/1]).
+
+-spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
+start(_Type, _Args) ->
+    case interpreter_options() of
+        {ok, Options} ->
+            case py_nif:start(Options) of
+                Started when Started =:= ok; Started =:= already_started ->
+                    erlang_python_sup:start_link();
+                {error, Reason} ->
+                    {error, {python_start_failed, Reason}}
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+-spec stop(term()) -> ok.
+stop(_State) ->
+    ok.
+
+-spec interpreter_options() -> {ok, map()} | {error, term()}.
+interpreter_options() ->
+    Workers = application:get_env(erlang_python, workers, 8),
+    AtomLimit = application:get_env(erlang_python, atom_limit, 10000),
+    PythonPath = filename:join(code:priv_dir(erlang_python), "python"),
+    Base = #{python_path => unicode:characters_to_binary(PythonPath)},
+    if
+        not (is_integer(Workers) andalso Workers >= 1 andalso Workers =< 1024) ->
+            {error, {bad_env, workers, Workers}};
+        not (is_integer(AtomLimit) andalso AtomLimit >= 0) ->
+            {error, {bad_env, atom_limit, AtomLimit}};
+        true ->
+            Options = Base#{workers => Workers, atom_limit => AtomLimit},
+            case python_executable() of
+                undefined -> {ok, Options};
+                {ok, Python} -> {ok, Options#{python => Python}};
+                {error, _} = Error -> Error
+            end
+    end.
+
+%% The app env `python', else $ERLANG_PYTHON, else the NIF's build Python.
+-spec python_executable() -> undefined | {ok, binary()} | {error, term()}.
+python_executable() ->
+    Configured =
+        case application:get_env(erlang_python, python, undefined) of
+            undefined ->
+                case os:getenv("ERLANG_PYTHON") of
+                    false -> undefined;
+                    "" -> undefined;
+                    Env -> Env
+                end;
+            Env ->
+                Env
+        end,
+    case Configured of
+        undefined ->
+            undefined;
+        Path when is_list(Path); is_binary(Path) ->
+            Absolute = filename:absname(Path),
+            case filelib:is_regular(Absolute) of
+                true -> {ok, unicode:characters_to_binary(Absolute)};
+                false -> {error, {python_not_found, Absolute}}
+            end;
+        Other ->
+            {error, {bad_env, python, Other}}
+    end.

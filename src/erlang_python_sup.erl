@@ -1,0 +1,18 @@
+%% @private The function registry and the dispatcher of callbacks from Python
+%% threads that run no py:call.
+-module(erlang_python_sup).
+-behaviour(supervisor).
+
+-export([start_link/0, init/1]).
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init([]) ->
+    Children = [
+        #{id => py_function_registry, start => {py_function_registry, start_link, []}},
+        #{id => py_callback_dispatcher, start => {py_callback_dispatcher, start_link, []}}
+    ],
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.

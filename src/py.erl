@@ -1,0 +1,242 @@
+%% @doc Calling Python from Erlang, and Erlang functions for Python to call.
+%%
+%% Every call is a request to a Python worker thread; the caller waits for
+%% the answer in a `receive' with a timeout, so no scheduler ever runs Python.
+%% All functions return values, never raise, for any input:
+%%
+%% <ul>
+%% <li>`{error, {Type, Message, Traceback}}': Python raised. `Type' is the
+%%   exception class name, an atom for every builtin exception (and for any
+%%   class whose name already exists as an atom), else a binary; `Message'
+%%   is `str(exception)' and `Traceback' the formatted traceback, binaries.</li>
+%% <li>`{error, timeout}': no answer within the timeout; the Python code was
+%%   interrupted (at its next bytecode: a long C call finishes first).</li>
+%% <li>`{error, {badarg, What}}': an argument of the wrong type.</li>
+%% <li>`{error, not_started}': the erlang_python application is not running.</li>
+%% </ul>
+%%
+%% Conversion of terms and objects follows docs/type-conversion.md.
+-module(py).
+
+-export([call/3, call/4, call/5]).
+-export([eval/1, eval/2, eval/3]).
+-export([exec/1, exec/2]).
+-export([version/0, executable/0, sys_path/0]).
+-export([register_function/2, register_function/3, unregister_function/1]).
+
+-define(DEFAULT_TIMEOUT, 30000).
+
+-type name() :: atom() | binary().
+-type code() :: iodata() | unicode:chardata().
+-type timeout_ms() :: non_neg_integer() | infinity.
+-type python_error() :: {Type :: atom() | binary(), Message :: binary(), Traceback :: binary()}.
+-type error_reason() ::
+    python_error() | timeout | not_started | {badarg, {atom(), term()}}.
+-export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0]).
+
+%% @equiv call(Module, Function, Args, #{})
+-spec call(name(), name(), [term()]) -> {ok, term()} | {error, error_reason()}.
+call(Module, Function, Args) ->
+    call(Module, Function, Args, #{}).
+
+%% @equiv call(Module, Function, Args, Kwargs, 30000)
+-spec call(name(), name(), [term()], map()) -> {ok, term()} | {error, error_reason()}.
+call(Module, Function, Args, Kwargs) ->
+    call(Module, Function, Args, Kwargs, ?DEFAULT_TIMEOUT).
+
+%% @doc Calls `Module.Function(*Args, **Kwargs)' and returns its result.
+%%
+%% `Module' may be dotted (`` 'os.path' ''); `'__main__'' is the namespace that
+%% {@link exec/1} and {@link eval/1} use. `Function' may be a dotted path of
+%% attributes (`<<"JSONEncoder.encode">>'). Kwargs keys are atoms or binaries.
+-spec call(name(), name(), [term()], map(), timeout_ms()) ->
+    {ok, term()} | {error, error_reason()}.
+call(Module, Function, Args, Kwargs, Timeout) ->
+    Checks = [{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
+              {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
+              {timeout, Timeout, fun is_timeout/1}],
+    case check(Checks) of
+        ok -> request(call, {Module, Function, Args, Kwargs}, Timeout);
+        Error -> Error
+    end.
+
+%% @equiv eval(Code, #{})
+-spec eval(code()) -> {ok, term()} | {error, error_reason()}.
+eval(Code) ->
+    eval(Code, #{}).
+
+%% @equiv eval(Code, Locals, 30000)
+-spec eval(code(), map()) -> {ok, term()} | {error, error_reason()}.
+eval(Code, Locals) ->
+    eval(Code, Locals, ?DEFAULT_TIMEOUT).
+
+%% @doc Evaluates a Python expression in `__main__''s namespace, with the
+%% entries of `Locals' (keys atoms or binaries) added for this evaluation only.
+-spec eval(code(), map(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
+eval(Code, Locals, Timeout) ->
+    case check([{locals, Locals, fun is_map/1}, {timeout, Timeout, fun is_timeout/1}]) of
+        ok ->
+            case source(Code) of
+                {ok, Source} -> request(eval, {Source, Locals}, Timeout);
+                Error -> Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% @equiv exec(Code, 30000)
+-spec exec(code()) -> ok | {error, error_reason()}.
+exec(Code) ->
+    exec(Code, ?DEFAULT_TIMEOUT).
+
+%% @doc Runs Python statements in `__main__''s namespace: what they define is
+%% seen by later calls of {@link eval/1} and `call('__main__', ...)'.
+-spec exec(code(), timeout_ms()) -> ok | {error, error_reason()}.
+exec(Code, Timeout) ->
+    case check([{timeout, Timeout, fun is_timeout/1}]) of
+        ok ->
+            case source(Code) of
+                {ok, Source} -> request(exec, Source, Timeout);
+                Error -> Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% @doc The embedded interpreter's `sys.version'.
+-spec version() -> {ok, binary()} | {error, error_reason()}.
+version() ->
+    eval(<<"__import__('sys').version">>).
+
+%% @doc The Python executable the interpreter runs as (`sys.executable'):
+%% a venv's when one is configured.
+-spec executable() -> {ok, binary()} | {error, error_reason()}.
+executable() ->
+    eval(<<"__import__('sys').executable">>).
+
+%% @doc The interpreter's `sys.path'.
+-spec sys_path() -> {ok, [binary()]} | {error, error_reason()}.
+sys_path() ->
+    eval(<<"list(__import__('sys').path)">>).
+
+%% @doc Makes `Fun' callable from Python as `erlang.Name(...)',
+%% `from erlang import Name' or `erlang.call("Name", ...)'. `Fun' receives
+%% the Python arguments as one list. Replaces any earlier function of that
+%% name. The registration belongs to the application: it outlives the
+%% process that made it.
+-spec register_function(name(), fun(([term()]) -> term())) -> ok | {error, {badarg, term()}}.
+register_function(Name, Fun) ->
+    case check([{name, Name, fun is_name/1}, {function, Fun, fun(F) -> is_function(F, 1) end}]) of
+        ok -> py_function_registry:register(name_binary(Name), Fun);
+        Error -> Error
+    end.
+
+%% @doc Like {@link register_function/2}, calling `Module:Function(Args)'.
+-spec register_function(name(), module(), atom()) -> ok | {error, {badarg, term()}}.
+register_function(Name, Module, Function) ->
+    Checks = [{name, Name, fun is_name/1}, {module, Module, fun is_atom/1},
+              {function, Function, fun is_atom/1}],
+    case check(Checks) of
+        ok -> py_function_registry:register(name_binary(Name), {Module, Function});
+        Error -> Error
+    end.
+
+%% @doc Removes a registered function; `ok' also when there was none.
+-spec unregister_function(name()) -> ok | {error, {badarg, term()}}.
+unregister_function(Name) ->
+    case check([{name, Name, fun is_name/1}]) of
+        ok -> py_function_registry:unregister(name_binary(Name));
+        Error -> Error
+    end.
+
+%% ---------------------------------------------------------------------------
+
+-spec request(py_nif:kind(), term(), timeout_ms()) ->
+    ok | {ok, term()} | {error, error_reason()}.
+request(Kind, Payload, Timeout) ->
+    Ref = make_ref(),
+    case submit(Kind, Ref, Payload) of
+        {ok, Request} -> await(Ref, Request, deadline(Timeout));
+        {error, not_started} = Error -> Error
+    end.
+
+%% Inside a callback, to the Python thread that waits for it (see py_callback).
+-spec submit(py_nif:kind(), reference(), term()) ->
+    {ok, py_nif:request()} | {error, not_started}.
+submit(Kind, Ref, Payload) ->
+    case py_callback:waiter() of
+        undefined ->
+            py_nif:submit(Kind, Ref, Payload);
+        Waiter ->
+            case py_nif:submit_nested(Waiter, Kind, Ref, Payload) of
+                {ok, _} = Submitted -> Submitted;
+                {error, closed} -> py_nif:submit(Kind, Ref, Payload)
+            end
+    end.
+
+-spec await(reference(), py_nif:request(), integer() | infinity) ->
+    ok | {ok, term()} | {error, error_reason()}.
+await(Ref, Request, Deadline) ->
+    receive
+        {py_result, Ref, Result} ->
+            Result;
+        {py_callback, Ref, Waiter, Name, Args} ->
+            ok = py_callback:run(Waiter, Name, Args),
+            await(Ref, Request, Deadline)
+    after remaining(Deadline) ->
+        case py_nif:cancel(Request) of
+            already_sent ->
+                receive {py_result, Ref, Result} -> Result end;
+            ok ->
+                flush_callbacks(Ref),
+                {error, timeout}
+        end
+    end.
+
+%% Callbacks that arrived after the deadline: their threads were woken by the
+%% cancellation and no longer wait for a reply.
+-spec flush_callbacks(reference()) -> ok.
+flush_callbacks(Ref) ->
+    receive
+        {py_callback, Ref, _, _, _} -> flush_callbacks(Ref)
+    after 0 ->
+        ok
+    end.
+
+-spec deadline(timeout_ms()) -> integer() | infinity.
+deadline(infinity) -> infinity;
+deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
+
+-spec remaining(integer() | infinity) -> timeout_ms().
+remaining(infinity) -> infinity;
+remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
+
+-spec source(code()) -> {ok, binary()} | {error, {badarg, {code, term()}}}.
+source(Code) ->
+    try unicode:characters_to_binary(Code) of
+        Binary when is_binary(Binary) -> {ok, Binary};
+        _ -> {error, {badarg, {code, Code}}}
+    catch
+        error:_ -> {error, {badarg, {code, Code}}}
+    end.
+
+-spec check([{atom(), term(), fun((term()) -> boolean())}]) -> ok | {error, {badarg, term()}}.
+check([]) ->
+    ok;
+check([{What, Value, Valid} | Rest]) ->
+    case Valid(Value) of
+        true -> check(Rest);
+        false -> {error, {badarg, {What, Value}}}
+    end.
+
+-spec is_name(term()) -> boolean().
+is_name(Name) ->
+    is_atom(Name) orelse (is_binary(Name) andalso Name =/= <<>>).
+
+-spec is_timeout(term()) -> boolean().
+is_timeout(infinity) -> true;
+is_timeout(Timeout) -> is_integer(Timeout) andalso Timeout >= 0.
+
+-spec name_binary(name()) -> binary().
+name_binary(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
+name_binary(Name) -> Name.

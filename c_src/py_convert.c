@@ -282,6 +282,8 @@ map_to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
         PyErr_SetString(PyExc_TypeError, "cannot iterate map");
         return NULL;
     }
+    size_t expected = 0;
+    enif_get_map_size(env, term, &expected);
     while (enif_map_iterator_get_pair(env, &iter, &key, &value)) {
         PyObject *pykey = to_py(env, key, depth + 1);
         PyObject *pyvalue = pykey == NULL ? NULL : to_py(env, value, depth + 1);
@@ -296,6 +298,14 @@ map_to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
         enif_map_iterator_next(env, &iter);
     }
     enif_map_iterator_destroy(env, &iter);
+    if ((size_t)PyDict_GET_SIZE(dict) != expected) {
+        /* Python merged keys Erlang keeps apart: foo and <<"foo">>, 1 and 1.0. */
+        Py_DECREF(dict);
+        PyErr_SetString(PyExc_ValueError,
+                        "map keys collide as Python dict keys (an atom and a binary of "
+                        "the same text, or equal numbers such as 1 and 1.0)");
+        return NULL;
+    }
     return dict;
 }
 
@@ -699,9 +709,16 @@ to_term(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out, int depth)
     /* numpy scalars and other number types, through the protocols. */
     if (PyIndex_Check(obj)) {
         PyObject *index = PyNumber_Index(obj);
-        bool ok = index != NULL && int_to_term(env, index, out);
-        Py_XDECREF(index);
-        return ok;
+        if (index != NULL) {
+            bool ok = int_to_term(env, index, out);
+            Py_DECREF(index);
+            return ok;
+        }
+        /* numpy arrays have __index__ but only size-1 ones are integers. */
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return false;
+        }
+        PyErr_Clear();
     }
     if (PyMapping_Check(obj) && PyObject_HasAttrString(obj, "items")) {
         PyObject *dict = PyDict_New();

@@ -351,6 +351,15 @@ run_source(ErlNifEnv *env, ERL_NIF_TERM code_term, ERL_NIF_TERM locals_term, int
             PyErr_SetString(PyExc_TypeError, "locals must be a map");
             goto done;
         }
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(locals, &pos, &key, &value)) {
+            if (!PyUnicode_Check(key)) {
+                PyErr_Format(PyExc_TypeError, "locals keys must be atoms or binaries, not %.100s",
+                             Py_TYPE(key)->tp_name);
+                goto done;
+            }
+        }
     }
     if (locals != NULL && PyDict_GET_SIZE(locals) > 0) {
         /* One namespace, so that comprehensions and lambdas in the expression

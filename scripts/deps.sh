@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 REQUIREMENTS=python_tests/requirements.txt
-DEBIAN_PACKAGES=(erlang-nox erlang-dev rebar3 erlang-common-test erlang-dialyzer erlang-proper)
+DEBIAN_PACKAGES=(erlang-nox erlang-dev rebar3 erlang-common-test erlang-dialyzer erlang-proper erlang-proper-dev)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

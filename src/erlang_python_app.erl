@@ -10,6 +10,10 @@ start(_Type, _Args) ->
         {ok, Options} ->
             case py_nif:start(Options) of
                 Started when Started =:= ok; Started =:= already_started ->
+                    %% SIGALRM's default action ends the VM, and Python code can
+                    %% ask the kernel for one (signal.alarm, setitimer): let
+                    %% erl_signal_server receive it instead.
+                    ok = os:set_signal(sigalrm, handle),
                     erlang_python_sup:start_link();
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}

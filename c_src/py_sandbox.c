@@ -75,7 +75,8 @@ static int sbx_hook_added;
 static int sbx_patched;
 static unsigned char *sbx_vm_fds; /* sbx_vm_fds[fd] is 1 for the VM's fds */
 static int sbx_vm_fd_count;
-static atomic_int sbx_seccomp_state; /* 0: not tried, 1: installed, -1: unsupported */
+static atomic_int sbx_seccomp_state;
+static struct rlimit sbx_vm_limits[RLIM_NLIMITS]; /* as the VM had them at preinit */ /* 0: not tried, 1: installed, -1: unsupported */
 
 /* ---- refusals ---------------------------------------------------------------------- */
 
@@ -440,17 +441,17 @@ static int sbx_audit_dlsym(PyObject *args)
     return 0;
 }
 
-/* -1 when a limit of `limits` (a (soft, hard) pair) is below the current one. */
+/* -1 when a limit of `limits` (a (soft, hard) pair) is below the one the VM had when
+ * Python started: raising a limit, and setting it back afterwards, stay allowed. */
 static int sbx_lowers_limit(PyObject *resource, PyObject *limits)
 {
-    struct rlimit now;
     long which = sbx_as_long(resource, -1);
     unsigned long long wanted;
-    rlim_t current;
+    rlim_t initial;
     int i;
 
-    if (which < 0 || limits == NULL || !PyTuple_Check(limits) ||
-        PyTuple_GET_SIZE(limits) != 2 || getrlimit((int)which, &now) != 0) {
+    if (which < 0 || which >= RLIM_NLIMITS || limits == NULL || !PyTuple_Check(limits) ||
+        PyTuple_GET_SIZE(limits) != 2) {
         return 0; /* the original rejects it */
     }
     for (i = 0; i < 2; i++) {
@@ -463,9 +464,9 @@ static int sbx_lowers_limit(PyObject *resource, PyObject *limits)
             PyErr_Clear();
             return 0;
         }
-        current = i == 0 ? now.rlim_cur : now.rlim_max;
-        if (current == RLIM_INFINITY ? (rlim_t)wanted != RLIM_INFINITY
-                                     : (rlim_t)wanted != RLIM_INFINITY && wanted < current) {
+        initial = i == 0 ? sbx_vm_limits[which].rlim_cur : sbx_vm_limits[which].rlim_max;
+        if ((rlim_t)wanted != RLIM_INFINITY &&
+            (initial == RLIM_INFINITY || (rlim_t)wanted < initial)) {
             return -1;
         }
     }
@@ -1123,6 +1124,12 @@ int sandbox_preinit(void)
     }
     if (sbx_record_fds() < 0) {
         return -1;
+    }
+    for (int which = 0; which < RLIM_NLIMITS; which++) {
+        if (getrlimit(which, &sbx_vm_limits[which]) != 0) {
+            sbx_vm_limits[which].rlim_cur = 0;
+            sbx_vm_limits[which].rlim_max = 0;
+        }
     }
     if (PyImport_AppendInittab("_erlang_sandbox", sbx_module_init) < 0) {
         return -1;

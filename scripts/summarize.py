@@ -54,7 +54,10 @@ def ct_result(log_path: str, rc: int | None) -> Result:
         if skipped:
             user, auto = int(skipped.group(2)), int(skipped.group(3))
             result.failed += auto
-            result.note = f"{user} skipped, {auto} auto-skipped (counted as failed)"
+            notes = [f"{user} skipped"] if user else []
+            if auto:
+                notes.append(f"{auto} auto-skipped, counted as failed")
+            result.note = ", ".join(notes)
     else:
         result.failed = 1
         result.note = "rebar3 ct printed no result line (see its output above)"

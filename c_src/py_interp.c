@@ -1,6 +1,8 @@
 #include "py_interp.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +12,9 @@
 #include "py_erlang_module.h"
 #include "py_error.h"
 #include "py_sandbox.h"
+
+/* Nice value of the threads that run Python (the VM's run at 0). */
+#define THREAD_NICE 10
 
 #define INTERP_STACK_BYTES (16u * 1024u * 1024u)
 
@@ -64,8 +69,15 @@ interp_thread_started(void)
      * never to ours (they would run its handlers in a thread it does not
      * know). */
     sigset_t all;
+    struct sched_param batch = {0};
+
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* CPU-bound Python must not delay the VM's schedulers: as SCHED_BATCH
+     * threads of lower weight, ours yield the CPU to a waking scheduler
+     * thread. Threads that Python starts inherit both. Best effort. */
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), THREAD_NICE);
     /* Failure here means the kernel refused a filter it supports; the audit
      * hook still applies, and _erlang_sandbox.status() reports it. */
     (void)sandbox_thread_init();
@@ -189,6 +201,7 @@ interp_main(void *arg)
     bool ok;
 
     (void)arg;
+    pthread_setname_np(pthread_self(), "py_interp");
     interp_thread_started();
     ok = initialise_python();
     if (ok) {

@@ -484,13 +484,15 @@ static void *
 worker_main(void *arg)
 {
     thread_ctx_t ctx = {0};
-    PyThreadState *tstate = PyThreadState_New(interp_main_state());
+    PyThreadState *tstate;
 
     (void)arg;
+    pthread_setname_np(pthread_self(), "py_worker");
+    interp_thread_started();
+    tstate = PyThreadState_New(interp_main_state());
     PyEval_RestoreThread(tstate);
     ctx.ident = PyThread_get_thread_ident();
     tls_ctx = &ctx;
-    interp_thread_started();
     (void)PyEval_SaveThread();
     for (;;) {
         request_t *req = pool_take();

@@ -1,0 +1,132 @@
+%% Python never runs on a BEAM scheduler thread: it runs on the NIF's own
+%% threads, blocking calls overlap, schedulers stay responsive during
+%% CPU-bound Python, calls beyond the pool queue, and signals stay the VM's.
+-module(py_scheduler_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [runs_on_nif_threads, eight_sleeps_overlap, timers_on_time_during_cpu_bound_python,
+     calls_beyond_pool_queue, pool_size_from_app_env, python_cannot_install_signal_handlers,
+     sigalrm_does_not_kill_vm].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(erlang_python),
+    Config.
+
+end_per_suite(_Config) ->
+    ok.
+
+%% @doc The thread running Python is one of the NIF's py_worker threads.
+runs_on_nif_threads(_Config) ->
+    Code = <<"open('/proc/self/task/%d/comm' % __import__('threading').get_native_id())"
+             ".read().strip()">>,
+    ?assertEqual({ok, <<"py_worker">>}, py:eval(Code)),
+    %% Scheduler threads have other names.
+    {ok, Names} = py:eval(<<"[open('/proc/self/task/%s/comm' % t).read().strip() "
+                            "for t in __import__('os').listdir('/proc/self/task')]">>),
+    ?assert(lists:any(fun(N) -> string:find(N, <<"scheduler">>) =/= nomatch end, Names)).
+
+%% @doc 8 processes each sleeping 1 s in Python all finish within 1.5 s.
+eight_sleeps_overlap(_Config) ->
+    Elapsed = timed(fun() -> parallel(8, fun() -> {ok, none} = py:call(time, sleep, [1]) end) end),
+    ct:log("8 x 1 s sleeps took ~p ms", [Elapsed]),
+    ?assert(Elapsed < 1500).
+
+%% @doc 1 ms timers fire at most 20 ms late while Python computes for 2 s.
+timers_on_time_during_cpu_bound_python(_Config) ->
+    ok = py:exec(<<"import time\n"
+                   "def busy(seconds):\n"
+                   "    end, n = time.monotonic() + seconds, 0\n"
+                   "    while time.monotonic() < end:\n"
+                   "        n += 1\n"
+                   "    return n\n">>),
+    Busy = spawn_monitor(fun() -> exit(py:call('__main__', busy, [2], #{}, 10000)) end),
+    timer:sleep(50),
+    MaxLate = max_timer_lateness(1800),
+    {_, Monitor} = Busy,
+    receive {'DOWN', Monitor, process, _, Result} -> ?assertMatch({ok, _}, Result) end,
+    ct:log("largest 1 ms timer lateness during CPU-bound Python: ~p ms", [MaxLate]),
+    ?assert(MaxLate =< 20).
+
+%% @doc With the default 8 workers, 16 half-second sleeps take two rounds, none lost.
+calls_beyond_pool_queue(_Config) ->
+    #{workers := 8} = py_nif:info(),
+    Elapsed = timed(fun() ->
+        parallel(16, fun() -> {ok, none} = py:call(time, sleep, [0.5]) end)
+    end),
+    ct:log("16 x 0.5 s sleeps on 8 workers took ~p ms", [Elapsed]),
+    ?assert(Elapsed >= 950),
+    ?assert(Elapsed < 1500).
+
+%% @doc The workers application env sets the pool size (one worker: sleeps serialise).
+pool_size_from_app_env(_Config) ->
+    {ok, Peer, _} = py_test_peer:start(#{env => [{workers, 2}]}),
+    try
+        ?assertMatch(#{workers := 2}, py_test_peer:call(Peer, py_nif, info, [])),
+        Elapsed = py_test_peer:call(Peer, ?MODULE, timed_parallel_sleeps, [4, 0.3]),
+        ct:log("4 x 0.3 s sleeps on 2 workers took ~p ms", [Elapsed]),
+        ?assert(Elapsed >= 590)
+    after
+        py_test_peer:stop(Peer)
+    end.
+
+%% @doc Python's signal module cannot replace the VM's handlers (no Python thread is the
+%% main thread, and the sandbox refuses signal.signal before that check).
+python_cannot_install_signal_handlers(_Config) ->
+    Before = signal_masks(),
+    ?assertMatch({error, {_, _, _}},
+                 py:exec(<<"import signal\nsignal.signal(signal.SIGUSR1, lambda *a: None)">>)),
+    ?assertMatch({error, {_, _, _}},
+                 py:exec(<<"import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)">>)),
+    ?assertEqual(Before, signal_masks()).
+
+%% @doc SIGALRM sent to the VM's OS process does not end it.
+sigalrm_does_not_kill_vm(_Config) ->
+    {ok, Peer, _} = py_test_peer:start(#{}),
+    try
+        OsPid = py_test_peer:os_pid(Peer),
+        _ = os:cmd("kill -ALRM " ++ OsPid),
+        timer:sleep(300),
+        ?assertEqual({ok, 2}, py_test_peer:call(Peer, py, eval, [<<"1 + 1">>]))
+    after
+        py_test_peer:stop(Peer)
+    end.
+
+%% ---------------------------------------------------------------------------
+
+timed_parallel_sleeps(N, Seconds) ->
+    timed(fun() -> parallel(N, fun() -> {ok, none} = py:call(time, sleep, [Seconds]) end) end).
+
+timed(Fun) ->
+    Start = erlang:monotonic_time(millisecond),
+    Fun(),
+    erlang:monotonic_time(millisecond) - Start.
+
+parallel(N, Fun) ->
+    Monitors = [spawn_monitor(Fun) || _ <- lists:seq(1, N)],
+    [receive {'DOWN', Ref, process, _, Reason} -> normal = Reason end || {_, Ref} <- Monitors],
+    ok.
+
+%% Sleeps 1 ms at a time for Duration ms; returns the worst lateness.
+max_timer_lateness(Duration) ->
+    Deadline = erlang:monotonic_time(millisecond) + Duration,
+    max_timer_lateness(Deadline, 0).
+
+max_timer_lateness(Deadline, Max) ->
+    Start = erlang:monotonic_time(microsecond),
+    receive after 1 -> ok end,
+    Late = (erlang:monotonic_time(microsecond) - Start - 1000) div 1000,
+    case erlang:monotonic_time(millisecond) >= Deadline of
+        true -> max(Max, Late);
+        false -> max_timer_lateness(Deadline, max(Max, Late))
+    end.
+
+signal_masks() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [Line || Line <- binary:split(Status, <<"\n">>, [global]),
+            lists:any(fun(P) -> string:prefix(Line, P) =/= nomatch end,
+                      [<<"SigCgt">>, <<"SigIgn">>])].

@@ -222,10 +222,12 @@ name_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
 static PyObject *
 import_module(PyObject *name)
 {
-    if (PyUnicode_CompareWithASCIIString(name, "__main__") == 0) {
-        PyObject *main = PyImport_AddModule("__main__"); /* borrowed */
-        Py_XINCREF(main);
-        return main;
+    /* Already imported (__main__ included): a dict lookup, not the import
+     * machinery, which costs microseconds on every call. */
+    PyObject *module = PyImport_GetModule(name);
+
+    if (module != NULL || PyErr_Occurred()) {
+        return module;
     }
     return PyImport_Import(name);
 }

@@ -210,13 +210,17 @@ static PyObject *
 name_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
 {
     PyObject *obj = conv_to_py(env, term);
+    PyObject *name;
 
     if (obj != NULL && !PyUnicode_Check(obj)) {
         Py_DECREF(obj);
         PyErr_SetString(PyExc_TypeError, "module and function names must be atoms or binaries");
         return NULL;
     }
-    return obj;
+    /* A plain str, not an erlang.Atom: error messages show it as Python would. */
+    name = obj == NULL ? NULL : PyUnicode_FromObject(obj);
+    Py_XDECREF(obj);
+    return name;
 }
 
 static PyObject *

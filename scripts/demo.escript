@@ -7,6 +7,7 @@
 
 -spec main([string()]) -> no_return().
 main(_Args) ->
+    ok = io:setopts([{encoding, unicode}]),
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
     Ebin = filename:join([Root, "_build", "default", "lib", "erlang_python", "ebin"]),
     true = code:add_patha(Ebin),
@@ -24,11 +25,55 @@ main(_Args) ->
 
 -spec demo() -> ok.
 demo() ->
+    section("Calling Python"),
     show("py:call(math, sqrt, [16])", py:call(math, sqrt, [16])),
-    show("py:eval(<<\"1+2\">>)", py:eval(<<"1+2">>)),
-    show("py:call(json, dumps, [#{<<\"a\">> => [1,2,3]}])",
-         py:call(json, dumps, [#{<<"a">> => [1, 2, 3]}])),
-    show("py:eval(<<\"1/0\">>)", py:eval(<<"1/0">>)).
+    show("py:call('os.path', join, [<<\"/tmp\">>, <<\"demo\">>])",
+         py:call('os.path', join, [<<"/tmp">>, <<"demo">>])),
+    show("py:call(json, dumps, [#{<<\"a\">> => [1,2,3]}], #{sort_keys => true})",
+         py:call(json, dumps, [#{<<"a">> => [1, 2, 3]}], #{sort_keys => true})),
+    ok = py:exec(<<"def describe(x):\n    return (type(x).__name__, x)\n">>),
+    show("py:exec(<<\"def describe(x): ...\">>), then py:eval(<<\"describe(6 * 7)\">>)",
+         py:eval(<<"describe(6 * 7)">>)),
+
+    section("Conversion, both ways"),
+    Values = [1 bsl 200, 2.5, hello, <<"héllo"/utf8>>, <<255, 0>>, {bytes, <<"raw">>},
+              [1, {2, 3}], #{key => value}, self(), undefined],
+    [show(io_lib:format("describe(~tp)", [V]), py:call('__main__', describe, [V]))
+     || V <- Values],
+    show("py:eval(<<\"(float('nan'), float('inf'), 2 ** 70)\">>)",
+         py:eval(<<"(float('nan'), float('inf'), 2 ** 70)">>)),
+
+    section("Errors are values"),
+    show("py:eval(<<\"1/0\">>)", py:eval(<<"1/0">>)),
+    show("py:call(no_such_module, f, [])", py:call(no_such_module, f, [])),
+    show("py:exec(<<\"import sys; sys.exit(3)\">>)", py:exec(<<"import sys; sys.exit(3)">>)),
+    show("py:call(math, sqrt, not_a_list)", py:call(math, sqrt, not_a_list)),
+    Start = erlang:monotonic_time(millisecond),
+    Timeout = py:eval(<<"while True: pass">>, #{}, 100),
+    show(io_lib:format("py:eval(<<\"while True: pass\">>, #{}, 100)  (~b ms)",
+                       [erlang:monotonic_time(millisecond) - Start]), Timeout),
+    show("py:eval(<<\"1 + 1\">>)  (right after: the loop was interrupted)",
+         py:eval(<<"1 + 1">>)),
+
+    section("Python calling Erlang"),
+    ok = py:register_function(erlang_time, fun([]) -> erlang:system_time(second) end),
+    ok = py:register_function(double_via_python, fun([X]) ->
+        {ok, Y} = py:call('__main__', describe, [X]), element(2, Y) * 2 end),
+    show("py:eval(<<\"__import__('erlang').erlang_time() > 0\">>)",
+         py:eval(<<"__import__('erlang').erlang_time() > 0">>)),
+    show("py:eval(<<\"__import__('erlang').call('double_via_python', 21)\">>)  (nested)",
+         py:eval(<<"__import__('erlang').call('double_via_python', 21)">>)),
+
+    section("The sandbox"),
+    show("py:exec(<<\"import subprocess; subprocess.run(['ls'])\">>)",
+         py:exec(<<"import subprocess; subprocess.run(['ls'])">>)),
+    show("py:eval(<<\"__import__('_erlang_impl._sandbox', fromlist=['x']).is_sandboxed()\">>)",
+         py:eval(<<"__import__('_erlang_impl._sandbox', fromlist=['x']).is_sandboxed()">>)),
+    ok.
+
+-spec section(string()) -> ok.
+section(Title) ->
+    io:format("== ~ts ==~n~n", [Title]).
 
 -spec show(string(), term()) -> ok.
 show(Call, {error, {Type, Message, Traceback}}) when is_binary(Message) ->

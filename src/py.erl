@@ -48,7 +48,7 @@ call(Module, Function, Args, Kwargs) ->
 %%
 %% `Module' may be dotted (`` 'os.path' ''); `'__main__'' is the namespace that
 %% {@link exec/1} and {@link eval/1} use. `Function' may be a dotted path of
-%% attributes (`<<"JSONEncoder.encode">>'). Kwargs keys are atoms or binaries.
+%% attributes (`<<"path.join">>' in module `os'). Kwargs keys are atoms or binaries.
 -spec call(name(), name(), [term()], map(), timeout_ms()) ->
     {ok, term()} | {error, error_reason()}.
 call(Module, Function, Args, Kwargs, Timeout) ->

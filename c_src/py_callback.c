@@ -219,7 +219,7 @@ callback_call(PyObject *module, PyObject *args)
     ERL_NIF_TERM msg;
     ErlNifPid server;
     PyObject *result = NULL;
-    bool own_ctx = false, registered = false;
+    bool own_ctx = false, registered = false, cancelled = false;
 
     if (PyTuple_GET_SIZE(args) < 1 || !PyUnicode_Check(PyTuple_GET_ITEM(args, 0))) {
         PyErr_SetString(PyExc_TypeError, "erlang.call(name, *args): name must be a str");
@@ -268,7 +268,23 @@ callback_call(PyObject *module, PyObject *args)
         goto done;
     }
     wait_for_reply(ctx, w);
-    if (w->has_reply) {
+    if (registered) {
+        /* From here on a cancellation interrupts this thread (the request
+         * has no waiter); one that came before, even after the reply,
+         * must raise here, or the code after the call would run on for
+         * a caller that is gone. A dead server is the caller itself. */
+        request_lock();
+        req->waiter = NULL;
+        enif_mutex_lock(w->mutex);
+        cancelled = req->cancelled || w->server_down;
+        enif_mutex_unlock(w->mutex);
+        request_unlock();
+        registered = false;
+    }
+    if (cancelled) {
+        PyErr_SetString(erlmod_exception("CallCancelled"),
+                        "the py:call this code runs for timed out or its caller exited");
+    } else if (w->has_reply) {
         result = reply_to_python(w, PyTuple_GET_ITEM(args, 0));
     } else if (w->cancelled) {
         PyErr_SetString(erlmod_exception("CallCancelled"),

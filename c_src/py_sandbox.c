@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -682,8 +683,8 @@ static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
     long fd;
     int spared = 0;
 
-    if (call->nargs != 2 || low < 0 || high <= low) {
-        return SBX_ALLOW; /* invalid or empty: the original decides */
+    if (call->nargs != 2 || low < 0 || high <= low || high > INT_MAX) {
+        return SBX_ALLOW; /* invalid, empty or too large: the original decides */
     }
     for (fd = low; fd < high && fd < sbx_vm_fd_count; fd++) {
         spared |= sbx_is_vm_fd(fd);
@@ -693,8 +694,12 @@ static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
     }
     start = low;
     for (fd = low; fd <= high; fd++) {
-        if (fd < high && !sbx_is_vm_fd(fd)) {
+        /* the gaps between the VM's fds, and the rest of the range after the last one */
+        if (fd < high && fd < sbx_vm_fd_count && !sbx_is_vm_fd(fd)) {
             continue;
+        }
+        if (fd >= sbx_vm_fd_count) {
+            fd = high;
         }
         if (fd > start) {
             bounds[0] = PyLong_FromLong(start);
@@ -709,13 +714,6 @@ static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
             Py_DECREF(done);
         }
         start = fd + 1;
-        if (fd >= sbx_vm_fd_count) {
-            /* nothing of the VM's above: close the rest in one go */
-            if (start < high) {
-                fd = high - 1;
-                start = fd >= start ? start : fd;
-            }
-        }
     }
     Py_INCREF(Py_None);
     *result = Py_None;
@@ -1093,8 +1091,13 @@ done:
     return rc;
 }
 
+/* No Python state is shared between interpreters: the C state is read-only once user code
+ * runs, so isolated sub-interpreters (3.12+) may import the module too. */
 static PyModuleDef_Slot sbx_slots[] = {
     {Py_mod_exec, (void *)sbx_module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
     {0, NULL},
 };
 

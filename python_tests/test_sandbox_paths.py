@@ -25,6 +25,7 @@ import _erlang_sandbox
 import pytest
 from test_sandbox_support import (  # noqa: F401
     exec_in_child,
+    raw_libc_function,
     signal_state,
     spawn_message,
     vm_answers,
@@ -280,6 +281,50 @@ def test_cffi_fork_is_made_harmless(libc_cffi, witness):  # noqa: F811
         lib._exit(127)
     assert pid == -1
     assert ffi.errno == errno.EPERM
+
+
+def _raw_argv(argv):
+    array = (ctypes.c_char_p * (len(argv) + 1))(*[arg.encode() for arg in argv], None)
+    return array
+
+
+def test_raw_ctypes_fork_is_made_harmless(witness):  # noqa: F811
+    """fork() called through a ctypes pointer computed from libc's symbol table (no dlsym,
+    no audit event) fails with EPERM: the seccomp filter. Were it let through, the child
+    would exec `touch` at once."""
+    _needs_seccomp()
+    fork = raw_libc_function("fork", ctypes.c_int)
+    execv = raw_libc_function("execv", ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+    exit_now = raw_libc_function("_exit", None, ctypes.c_int)
+    argv = _raw_argv(witness.argv)
+    pid = fork()
+    if pid == 0:
+        execv(witness.argv[0].encode(), argv)
+        exit_now(127)
+    assert pid == -1
+    assert ctypes.get_errno() == errno.EPERM
+
+
+def test_raw_ctypes_system_and_posix_spawn_are_made_harmless(witness):  # noqa: F811
+    """system() and posix_spawn() through raw ctypes pointers fail: seccomp refuses the clone
+    of a new process."""
+    _needs_seccomp()
+    system = raw_libc_function("system", ctypes.c_int, ctypes.c_char_p)
+    assert system(witness.command.encode()) == 127 << 8
+    posix_spawn = raw_libc_function(
+        "posix_spawn",
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    )
+    pid = ctypes.c_int(0)
+    argv = _raw_argv(witness.argv)
+    rc = posix_spawn(ctypes.byref(pid), witness.argv[0].encode(), None, None, argv, None)
+    assert rc == errno.EPERM
 
 
 def test_threads_started_by_python_inherit_the_filter():

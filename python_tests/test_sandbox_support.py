@@ -10,8 +10,10 @@ from Python.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
+import struct
 import tempfile
 
 import pytest
@@ -107,3 +109,48 @@ def exec_in_child(argv: list[str]) -> None:
         os.execv(argv[0], argv)
     finally:
         os._exit(127)
+
+
+def _libc_mapping() -> tuple[str, int]:
+    """libc's path and load address, from /proc/self/maps (its mapping at file offset 0)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and "/libc.so" in fields[5] and int(fields[2], 16) == 0:
+                return fields[5], int(fields[0].split("-")[0], 16)
+    raise LookupError("libc is not mapped")
+
+
+def _dynamic_symbols(path: str) -> dict[str, int]:
+    """The defined dynamic symbols of a 64-bit little-endian ELF file and their values."""
+    with open(path, "rb") as elf:
+        data = elf.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise LookupError("not a 64-bit little-endian ELF file")
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)
+    ]
+    symbols: dict[str, int] = {}
+    for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if kind != 11:  # SHT_DYNSYM
+            continue
+        strtab = sections[link][4]
+        for at in range(offset, offset + size, entsize):
+            name_at, _st_info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", data, at)
+            if shndx == 0 or value == 0:
+                continue
+            end = data.index(b"\0", strtab + name_at)
+            symbols.setdefault(data[strtab + name_at : end].decode(), value)
+    return symbols
+
+
+def raw_libc_function(name: str, restype, *argtypes):
+    """A ctypes function for libc's `name`, made from an address computed from libc's ELF
+    symbol table and its load address: no dlsym, hence no audit event. This is how native
+    code (or ctypes with some effort) reaches libc without asking Python; only the seccomp
+    filter stands in its way."""
+    path, base = _libc_mapping()
+    address = base + _dynamic_symbols(path)[name]
+    return ctypes.CFUNCTYPE(restype, *argtypes, use_errno=True)(address)

@@ -28,7 +28,8 @@ groups() ->
                   killpg_own_group, pthread_kill, alarm, setitimer, raise_signal,
                   faulthandler_exit_later, faulthandler_crash_helpers, close_vm_fds,
                   closerange_is_made_harmless, dup2_onto_vm_fds, sys_exit_in_main_code,
-                  sys_exit_in_threads, sys_exit_in_asyncio_task, cffi_exec_and_vfork,
+                  sys_exit_in_threads, sys_exit_in_asyncio_task, raw_ctypes_exec_and_vfork,
+                  cffi_exec_and_vfork,
                   sandbox_survives_tampering_in_a_fresh_vm]}].
 
 init_per_suite(Config) ->
@@ -303,6 +304,26 @@ sys_exit_in_asyncio_task(Config) ->
                                  peer:call(Peer, py, exec, [Code]))
             end).
 
+%% @doc libc's execv and vfork called through ctypes pointers computed from libc's symbol
+%% table (no dlsym, no audit event) fail with EPERM: the seccomp filter. Were they let
+%% through, execv would replace the VM with `touch' and vfork would share its stack.
+raw_ctypes_exec_and_vfork(Config) ->
+    harmless(Config,
+             "import ctypes, errno, sys\n"
+             "sys.path.insert(0, PYTHON_TESTS)\n"
+             "from test_sandbox_support import raw_libc_function\n"
+             "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
+             "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
+             "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"
+             "argv = (ctypes.c_char_p * 3)(TOUCH.encode(), TOUCH_FILE.encode(), None)\n"
+             "assert execv(TOUCH.encode(), argv) == -1\n"
+             "assert ctypes.get_errno() == errno.EPERM\n"
+             "pid = vfork()\n"
+             "if pid == 0:\n"
+             "    execv(TOUCH.encode(), argv)\n"
+             "    exit_now(127)\n"
+             "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
+
 %% @doc libc's execv and vfork reached through cffi (no audit event) fail with EPERM: the
 %% seccomp filter of the Python threads. Were they let through, execv would replace the VM
 %% with `touch' and vfork would share its stack: hence a peer.
@@ -404,7 +425,23 @@ harmless(Config, Code) ->
 
 python(Code, File) ->
     unicode:characters_to_binary(
-      ["TOUCH = '", touch(), "'\nTOUCH_FILE = '", File, "'\n", Code, "\n"]).
+      ["TOUCH = '", touch(), "'\nTOUCH_FILE = '", File, "'\nPYTHON_TESTS = '",
+       python_tests(), "'\n", Code, "\n"]).
+
+%% python_tests/ of the checkout: up from this suite's source, which rebar3 may have copied
+%% under _build/test/lib/erlang_python/test.
+python_tests() ->
+    Source = proplists:get_value(source, ?MODULE:module_info(compile)),
+    python_tests(filename:dirname(filename:absname(Source))).
+
+python_tests("/") ->
+    ct:fail("no python_tests/ above this suite's source");
+python_tests(Dir) ->
+    Candidate = filename:join(Dir, "python_tests"),
+    case filelib:is_file(filename:join(Candidate, "test_sandbox_support.py")) of
+        true -> Candidate;
+        false -> python_tests(filename:dirname(Dir))
+    end.
 
 %% Runs Check(Peer, File) in a fresh peer VM with erlang_python started, then checks that
 %% the peer still answers, created no child and no FILE, and kept its signal dispositions.

@@ -27,6 +27,7 @@ all() ->
 init_per_suite(Config) ->
     Root = project_root(),
     {ok, Started} = application:ensure_all_started(erlang_python),
+    ok = py_test_functions:register_all(),
     Paths = [filename:join(Root, "python_tests"), filename:join(Root, "test")],
     ok = py:exec([<<"import sys\n">>,
                   [[<<"if ">>, Lit, <<" not in sys.path: sys.path.insert(0, ">>, Lit, <<")\n">>]

@@ -1,5 +1,6 @@
 """Python calls Erlang (docs/callbacks.md): the three call forms, conversion of arguments and
-results, the exceptions, threads and ThreadPoolExecutor, erlang.send and erlang.self.
+results, the exceptions, threads and ThreadPoolExecutor, erlang.send and erlang.self, and the
+type stub priv/python/erlang.pyi against the real module.
 
 The Erlang functions called here (all named pt_*) are registered by
 test/py_test_functions.erl, which test/py_pytest_SUITE.erl runs before pytest.
@@ -7,6 +8,9 @@ test/py_test_functions.erl, which test/py_pytest_SUITE.erl runs before pytest.
 
 from __future__ import annotations
 
+import ast
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -317,3 +321,53 @@ def test_send_bad_destination():
         erlang.send("pt_nobody_here", "x")
     with pytest.raises(TypeError):
         erlang.send(erlang.pt_mailbox_pid())
+
+
+# The type stub
+
+
+def _stub_tree() -> ast.Module:
+    for entry in sys.path:
+        path = os.path.join(entry, "erlang.pyi")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return ast.parse(f.read(), path)
+    pytest.fail("erlang.pyi is not on sys.path (it lives in priv/python)")
+
+
+def test_stub_names_match_the_module():
+    """priv/python/erlang.pyi declares exactly the module's public names, in __all__ too."""
+    tree = _stub_tree()
+    declared = {
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_")
+    }
+    (all_node,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+    ]
+    runtime = {name for name in dir(erlang) if not name.startswith("_")}
+    assert declared == runtime
+    assert set(ast.literal_eval(all_node.value)) == runtime
+
+
+def test_stub_attributes_exist():
+    """The attributes the stub gives the exception and Function classes exist at run time."""
+    tree = _stub_tree()
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    samples = {
+        "ErlangException": erlang.ErlangException(erlang.Atom("error"), 1, "1", "stack"),
+        "UnknownFunction": erlang.UnknownFunction("f"),
+        "Function": erlang.Function("f"),
+    }
+    for name, sample in samples.items():
+        attributes = [
+            node.target.id
+            for node in classes[name].body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        ]
+        assert attributes
+        for attribute in attributes:
+            assert hasattr(sample, attribute), (name, attribute)

@@ -37,7 +37,7 @@ def unknown_in_each_form(name: str) -> list:
         lambda: getattr(erlang, name)(),
         namespace["imported"],
     ]
-    found = []
+    found: list = []
     for form in forms:
         try:
             form()

@@ -295,7 +295,8 @@ unconvertible_result(_Config) ->
     ?assertMatch({error, {_, _, _}}, helper(call, [improper])),
     ok = py:register_function(improper_reason, fun([]) -> error([a | b]) end),
     %% The reason falls back to its text.
-    {ok, {error, <<"Atom">>, <<"[a|b]">>, _, _}} = helper(catch_erlang_exception, [improper_reason]),
+    {ok, {error, <<"Atom">>, <<"[a|b]">>, _, _}} =
+        helper(catch_erlang_exception, [improper_reason]),
     ?assertEqual({ok, 6}, helper(call, [mul, 2, 3])).
 
 %% @doc No replay: a counter incremented before 1000 callbacks reads 1 afterwards, and a side
@@ -338,8 +339,9 @@ send_terms(_Config) ->
         end,
         Terms),
     %% erlang.Atom made in Python arrives as an atom.
-    ok = py:exec([<<"import erlang\n">>,
-                  <<"def send_atom(pid): erlang.send(pid, (erlang.Atom('made_in_python'), 1))\n">>]),
+    ok = py:exec(<<"import erlang\n"
+                   "def send_atom(pid):\n"
+                   "    erlang.send(pid, (erlang.Atom('made_in_python'), 1))\n">>),
     {ok, none} = py:call('__main__', send_atom, [self()]),
     receive {made_in_python, 1} -> ok after 2000 -> ct:fail(atom_not_received) end.
 
@@ -516,7 +518,9 @@ callback_when_caller_dies(_Config) ->
     ok = py:register_function(never_returns, fun([]) -> timer:sleep(infinity) end),
     Self = self(),
     Outcomes = [begin
-                    Caller = spawn(fun() -> helper(callback_when_caller_dies, [Self, never_returns]) end),
+                    Caller = spawn(fun() ->
+                        helper(callback_when_caller_dies, [Self, never_returns])
+                    end),
                     timer:sleep(50),
                     exit(Caller, kill),
                     receive {Kind, _Message, _Waited} = Outcome -> {Kind, Outcome}
@@ -597,24 +601,33 @@ nested_call_timeout(_Config) ->
 %% ---------------------------------------------------------------------------
 %% The README's run_shell example
 
-%% @doc The README's run_shell registration runs a command through an Erlang port and gives
-%% Python its output: `from erlang import run_shell; run_shell("echo hi")'.
+%% @doc The README's run_shell example (README.md, "Python calling Erlang"): the fun runs a
+%% command through an Erlang port and Python gets its output from `from erlang import run_shell'.
 -spec run_shell_example(list()) -> term().
 run_shell_example(_Config) ->
-    %% As in README.md, "Python calling Erlang".
-    CollectOutput = fun Collect(Port, Acc) ->
-        receive
-            {Port, {data, Data}} -> Collect(Port, [Acc, Data]);
-            {Port, {exit_status, _Status}} -> iolist_to_binary(Acc)
-        end
-    end,
+    %% In Erlang
     ok = py:register_function(run_shell, fun([Cmd]) ->
         Port = open_port({spawn, binary_to_list(Cmd)},
                          [exit_status, binary, stderr_to_stdout]),
-        CollectOutput(Port, [])
+        collect_output(Port, [])
     end),
-    ok = py:exec(<<"from erlang import run_shell\nresult = run_shell(\"echo hi\")\n">>),
-    ?assertEqual({ok, <<"hi\n">>}, py:eval(<<"result">>)).
+    ok = py:exec(<<"
+# In Python
+from erlang import run_shell
+result = run_shell(\"echo hi\")    # 'hi\\n'
+">>),
+    ?assertEqual({ok, <<"hi\n">>}, py:eval(<<"result">>)),
+    %% The port was the caller's, and is closed.
+    ?assertEqual([], [P || P <- erlang:ports(),
+                           erlang:port_info(P, connected) =:= {connected, self()}]),
+    ?assertEqual([], flush()).
+
+-spec collect_output(port(), iodata()) -> binary().
+collect_output(Port, Acc) ->
+    receive
+        {Port, {data, Data}} -> collect_output(Port, [Acc, Data]);
+        {Port, {exit_status, _Status}} -> iolist_to_binary(Acc)
+    end.
 
 %% ---------------------------------------------------------------------------
 

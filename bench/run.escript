@@ -1,0 +1,583 @@
+#!/usr/bin/env escript
+%%! -noshell
+%% erlang_python benchmarks: `make bench` runs this file (not part of `make test`).
+%%
+%% One run measures the baselines (a line echoed by `cat' through a raw port, an Erlang
+%% process-to-process message round trip) and erlang_python's own figures, prints one table
+%% with the ratios between them, and writes it to bench/RESULTS.md with the date and machine.
+%%
+%% Every figure is a round trip seen by its caller, timed with erlang:monotonic_time/0 around
+%% each operation (or, for callbacks, with time.perf_counter_ns() around each erlang.call in
+%% Python), after a warm-up. Medians and p99s are over all samples of a row.
+%%
+%% Environment:
+%%   ERLANG_PYTHON    the interpreter to embed (the Makefile passes the test venv's python)
+%%   BENCH_RESULTS    where to write the results (default: bench/RESULTS.md next to this file)
+%%   BENCH_SCALE      multiplies every iteration count (default 1.0; 0.1 for a quick look)
+-mode(compile).
+
+-define(SQRT_CALLS, 20000).
+-define(WARMUP, 3000).
+-define(FILE_LOOP, 100000).
+
+main(_Args) ->
+    Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
+    [code:add_patha(Ebin) || Ebin <- filelib:wildcard(filename:join(Root, "_build/default/lib/*/ebin"))],
+    case application:ensure_all_started(erlang_python) of
+        {ok, _} -> ok;
+        {error, Reason} -> fail("cannot start erlang_python: ~p (run `make build` first)", [Reason])
+    end,
+    Load0 = loadavg(),
+    Started = erlang:monotonic_time(millisecond),
+    ok = setup_python(),
+    warm_up(),
+    Rows = run_all(),
+    Seconds = (erlang:monotonic_time(millisecond) - Started) / 1000,
+    Load1 = loadavg(),
+    Report = unicode:characters_to_binary(report(Root, Rows, Seconds, Load0, Load1)),
+    ok = io:setopts(standard_io, [{encoding, unicode}]),
+    io:put_chars(Report),
+    Out = case os:getenv("BENCH_RESULTS") of
+              false -> filename:join([Root, "bench", "RESULTS.md"]);
+              "" -> filename:join([Root, "bench", "RESULTS.md"]);
+              Path -> Path
+          end,
+    ok = file:write_file(Out, Report),
+    io:format("~nwritten to ~ts~n", [Out]),
+    halt(0).
+
+fail(Format, Args) ->
+    io:format(standard_error, "bench: " ++ Format ++ "~n", Args),
+    halt(1).
+
+scale(N) ->
+    Scale = case os:getenv("BENCH_SCALE") of
+                false -> 1.0;
+                S -> list_to_float(case lists:member($., S) of true -> S; false -> S ++ ".0" end)
+            end,
+    max(1, round(N * Scale)).
+
+%% ---------------------------------------------------------------------------
+%% Python side of the benchmark, defined once in __main__.
+
+-define(PY_SETUP, <<"
+import erlang, time
+
+def bench_echo(x):
+    return x
+
+def bench_callback_times(calls):
+    # ns of each erlang.call of the identity fun within this one py:call
+    call = erlang.call
+    clock = time.perf_counter_ns
+    times = []
+    for i in range(calls):
+        t = clock()
+        call('bench_identity', i)
+        times.append(clock() - t)
+    return times
+
+def bench_attr_times(calls):
+    f = erlang.bench_identity
+    clock = time.perf_counter_ns
+    times = []
+    for i in range(calls):
+        t = clock()
+        f(i)
+        times.append(clock() - t)
+    return times
+
+def bench_send(pid, count):
+    # ns for count erlang.send calls
+    send = erlang.send
+    t = time.perf_counter_ns()
+    for i in range(count):
+        send(pid, i)
+    return time.perf_counter_ns() - t
+
+def bench_nested(x):
+    # Python -> Erlang fun -> py:call(math, sqrt) -> back
+    return erlang.call('bench_nested', x)
+
+def bench_python_loop(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+">>).
+
+%% The file loop, run in the VM and by a plain python3 of the same installation.
+-define(PY_FILE_LOOP, <<"
+import time
+
+def bench_file_loop(path, count):
+    # seconds to open and read a small file count times
+    t = time.perf_counter()
+    for _ in range(count):
+        with open(path, 'rb') as f:
+            f.read()
+    return time.perf_counter() - t
+">>).
+
+setup_python() ->
+    ok = py:exec(?PY_SETUP),
+    ok = py:exec(?PY_FILE_LOOP),
+    ok = py:register_function(bench_identity, fun([X]) -> X end),
+    ok = py:register_function(bench_nested, fun([X]) -> {ok, V} = py:call(math, sqrt, [X]), V end),
+    ok.
+
+warm_up() ->
+    Port = open_port({spawn, "cat"}, [binary, {line, 1024}]),
+    _ = [port_rtt(Port) || _ <- lists:seq(1, ?WARMUP)],
+    port_close(Port),
+    _ = [{ok, 4.0} = py:call(math, sqrt, [16]) || _ <- lists:seq(1, ?WARMUP)],
+    _ = [{ok, 3} = py:eval(<<"1+2">>) || _ <- lists:seq(1, ?WARMUP div 3)],
+    {ok, _} = py:call('__main__', bench_callback_times, [100]),
+    ok.
+
+%% ---------------------------------------------------------------------------
+%% The measurements: lists of latencies in µs, or maps of figures.
+
+run_all() ->
+    N = scale(?SQRT_CALLS),
+    {Port, Msg, Call1} = measure_interleaved(N, 10),
+    Call4 = measure_calls(4, N),
+    Call16 = measure_calls(16, N),
+    Paced = measure_paced(scale(2000)),
+    Cpu = measure_cpu(N),
+    Eval = measure(N, fun() -> {ok, 3} = py:eval(<<"1+2">>) end),
+    Echo = measure_echo(scale(2000)),
+    During = measure_during_c_call(),
+    DuringPy = measure_during_python_loop(),
+    Callbacks = measure_callbacks(scale(2000), 10),
+    Attr = measure_attr_callbacks(scale(2000), 10),
+    Send = measure_send(scale(100000)),
+    Nested = measure(scale(10000), fun() -> {ok, 4.0} = py:call('__main__', bench_nested, [16]) end),
+    FileLoop = measure_file_loop(scale(?FILE_LOOP)),
+    #{port => Port, msg => Msg, call1 => Call1, call4 => Call4, call16 => Call16, eval => Eval,
+      paced => Paced, cpu => Cpu,
+      echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
+      attr => Attr, send => Send, nested => Nested, file_loop => FileLoop}.
+
+%% Times F N times; a list of µs (floats).
+measure(N, F) ->
+    measure(N, F, []).
+
+measure(0, _F, Acc) ->
+    Acc;
+measure(N, F, Acc) ->
+    T0 = erlang:monotonic_time(),
+    F(),
+    T1 = erlang:monotonic_time(),
+    measure(N - 1, F, [us(T1 - T0) | Acc]).
+
+us(Native) ->
+    erlang:convert_time_unit(Native, native, nanosecond) / 1000.
+
+%% The two baselines and sequential py:calls, in Blocks rounds of N div Blocks each, taken
+%% in turn so that a change in the machine's load affects all three alike. Returns
+%% {PortSamples, MessageSamples, {CallSamples, CallsPerSecond}}.
+measure_interleaved(N, Blocks) ->
+    Port = open_port({spawn, "cat"}, [binary, {line, 1024}]),
+    Echo = spawn_link(fun Loop() -> receive {From, M} -> From ! M, Loop() end end),
+    PerBlock = max(1, N div Blocks),
+    Rounds = [begin
+                  P = measure(PerBlock, fun() -> port_rtt(Port) end),
+                  M = measure(PerBlock, fun() -> msg_rtt(Echo) end),
+                  T0 = erlang:monotonic_time(),
+                  C = measure(PerBlock, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end),
+                  {P, M, C, us(erlang:monotonic_time() - T0)}
+              end || _ <- lists:seq(1, Blocks)],
+    port_close(Port),
+    unlink(Echo),
+    exit(Echo, kill),
+    CallWall = lists:sum([W || {_, _, _, W} <- Rounds]),
+    {lists:append([P || {P, _, _, _} <- Rounds]), lists:append([M || {_, M, _, _} <- Rounds]),
+     {lists:append([C || {_, _, C, _} <- Rounds]), PerBlock * Blocks / (CallWall / 1.0e6)}}.
+
+port_rtt(Port) ->
+    Port ! {self(), {command, <<"ping\n">>}},
+    receive {Port, {data, {eol, <<"ping">>}}} -> ok end.
+
+msg_rtt(Echo) ->
+    Echo ! {self(), ping},
+    receive ping -> ok end.
+
+%% Procs processes each make Total div Procs calls, all started together.
+%% Returns {Samples, CallsPerSecond}.
+measure_calls(Procs, Total) ->
+    PerProc = max(1, Total div Procs),
+    Parent = self(),
+    Go = make_ref(),
+    Pids = [spawn_link(fun() ->
+                           receive Go -> ok end,
+                           S = measure(PerProc, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end),
+                           Parent ! {self(), S}
+                       end)
+            || _ <- lists:seq(1, Procs)],
+    T0 = erlang:monotonic_time(),
+    _ = [P ! Go || P <- Pids],
+    Samples = lists:append([receive {P, S} -> S end || P <- Pids]),
+    Wall = us(erlang:monotonic_time() - T0) / 1.0e6,
+    {Samples, PerProc * Procs / Wall}.
+
+%% Calls 1 ms apart: longer than the worker's spin, so each call finds the workers (and,
+%% likely, the schedulers) asleep and pays their wake-up.
+measure_paced(N) ->
+    measure_paced(N, []).
+
+measure_paced(0, Acc) ->
+    Acc;
+measure_paced(N, Acc) ->
+    receive after 1 -> ok end,
+    [S] = measure(1, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end),
+    measure_paced(N - 1, [S | Acc]).
+
+%% CPU time of the whole VM (all threads: schedulers, workers, their spinning) per call,
+%% back to back and 1 ms apart, and while idle, from the threads' schedstat.
+measure_cpu(N) ->
+    {Idle, IdleWall} = cpu_during(fun() -> timer:sleep(1000) end),
+    {BackToBack, Wall} = cpu_during(fun() -> [{ok, 4.0} = py:call(math, sqrt, [16]) || _ <- lists:seq(1, N)] end),
+    {Paced, PacedWall} = cpu_during(fun() -> measure_paced(1000) end),
+    #{idle => {Idle * 1.0e6 / IdleWall, Idle / IdleWall}, per_call => {BackToBack / N, BackToBack / Wall},
+      per_paced_call => {Paced / 1000, Paced / PacedWall}}.
+
+%% {µs of CPU the VM used while F ran, µs of wall time}.
+cpu_during(F) ->
+    C0 = vm_cpu_us(),
+    T0 = erlang:monotonic_time(),
+    _ = F(),
+    Wall = us(erlang:monotonic_time() - T0),
+    {vm_cpu_us() - C0, Wall}.
+
+vm_cpu_us() ->
+    %% Field 1 of /proc/<pid>/task/<tid>/schedstat: ns on a CPU, per thread.
+    Tasks = filelib:wildcard("/proc/" ++ os:getpid() ++ "/task/*/schedstat"),
+    lists:sum([case file:read_file(T) of
+                   {ok, Stat} -> binary_to_integer(hd(string:lexemes(Stat, " "))) / 1000;
+                   {error, _} -> 0
+               end || T <- Tasks]).
+
+%% A 100 KB binary through py:call of the identity function: as str (a binary converts to
+%% str, UTF-8 decoded and encoded again) and as bytes ({bytes, B}).
+measure_echo(N) ->
+    Bin = binary:copy(<<"0123456789abcdef">>, 100 * 1024 div 16),
+    Bytes = {bytes, Bin},
+    Str = measure(N, fun() -> {ok, Bin} = py:call('__main__', bench_echo, [Bin]) end),
+    Raw = measure(N, fun() -> {ok, Bin} = py:call('__main__', bench_echo, [Bytes]) end),
+    #{str => Str, bytes => Raw}.
+
+%% A long C-level call (sum(range(10**8)) never leaves C, so it holds the GIL throughout)
+%% runs on one worker; 100 ms into it another process makes the small call.
+measure_during_c_call() ->
+    during(fun() -> py:eval(<<"sum(range(10**8))">>) end, 100, 1).
+
+%% The same with a long pure-Python loop, which gives the GIL up every switch interval
+%% (sys.getswitchinterval(), 5 ms by default): small calls get through while it runs.
+measure_during_python_loop() ->
+    during(fun() -> py:call('__main__', bench_python_loop, [30000000]) end, 100, scale(50)).
+
+%% Returns #{long_ms, issued_ms, samples}: how long the long call took, when (after its
+%% start) the first small call was issued, and the small calls' latencies.
+during(Long, DelayMs, SmallCalls) ->
+    Parent = self(),
+    T0 = erlang:monotonic_time(),
+    Runner = spawn_link(fun() ->
+                            {ok, _} = Long(),
+                            Parent ! {self(), done, erlang:monotonic_time()}
+                        end),
+    timer:sleep(DelayMs),
+    Issued = us(erlang:monotonic_time() - T0) / 1000,
+    Samples = measure_until(SmallCalls, Runner),
+    TEnd = receive {Runner, done, T} -> T end,
+    #{long_ms => us(TEnd - T0) / 1000, issued_ms => Issued, samples => Samples}.
+
+%% Small calls until Count are made or the long call is over (after the first).
+measure_until(Count, Runner) ->
+    measure_until(Count, Runner, []).
+
+measure_until(0, _Runner, Acc) ->
+    Acc;
+measure_until(Count, Runner, Acc) ->
+    [S] = measure(1, fun() -> {ok, 4.0} = py:call(math, sqrt, [16]) end),
+    receive
+        {Runner, done, _} = Done -> self() ! Done, [S | Acc]
+    after 0 ->
+        measure_until(Count - 1, Runner, [S | Acc])
+    end.
+
+%% Calls py:calls, each making PerCall erlang.calls of the identity fun: the first
+%% erlang.call of each py:call apart from the later ones (µs, timed in Python).
+measure_callbacks(Calls, PerCall) ->
+    callback_times(bench_callback_times, Calls, PerCall).
+
+measure_attr_callbacks(Calls, PerCall) ->
+    callback_times(bench_attr_times, Calls, PerCall).
+
+callback_times(Function, Calls, PerCall) ->
+    Lists = [begin {ok, Ns} = py:call('__main__', Function, [PerCall]), Ns end
+             || _ <- lists:seq(1, Calls)],
+    #{first => [F / 1000 || [F | _] <- Lists],
+      later => [T / 1000 || [_ | Rest] <- Lists, T <- Rest]}.
+
+%% erlang.send of a small integer Count times to the calling process: the µs per send as
+%% Python sees it, and per message until the last one is received in Erlang.
+measure_send(Count) ->
+    T0 = erlang:monotonic_time(),
+    {ok, Ns} = py:call('__main__', bench_send, [self(), Count]),
+    ok = drain(0, Count),
+    Total = us(erlang:monotonic_time() - T0),
+    #{python_us => Ns / 1000 / Count, delivered_us => Total / Count, count => Count}.
+
+drain(Count, Count) -> ok;
+drain(I, Count) -> receive I -> drain(I + 1, Count) end.
+
+%% The file loop in the VM (under the sandbox) and in a plain python3 of the same
+%% installation (sys.executable of the embedded interpreter). Best of 3 each.
+measure_file_loop(Count) ->
+    Dir = filename:join("/tmp", "erlang_python_bench_" ++ os:getpid()),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    Data = unicode:characters_to_binary(filename:join(Dir, "data.txt")),
+    Script = filename:join(Dir, "file_loop.py"),
+    ok = file:write_file(Data, binary:copy(<<"erlang_python\n">>, 20)),
+    ok = file:write_file(Script, [?PY_FILE_LOOP,
+                                  "\nimport sys\nprint(bench_file_loop(sys.argv[1], int(sys.argv[2])))\n"]),
+    {ok, Python} = py:executable(),
+    Sandboxed = sandboxed(),
+    InVm = [begin {ok, S} = py:call('__main__', bench_file_loop, [Data, Count]), S end
+            || _ <- lists:seq(1, 3)],
+    Plain = [plain_file_loop(Python, Script, Data, Count) || _ <- lists:seq(1, 3)],
+    _ = file:delete(Data),
+    _ = file:delete(Script),
+    _ = file:del_dir(Dir),
+    #{count => Count, in_vm => lists:min(InVm), plain => lists:min(Plain),
+      sandboxed => Sandboxed, python => Python}.
+
+plain_file_loop(Python, Script, Data, Count) ->
+    Port = open_port({spawn_executable, Python},
+                     [{args, [Script, Data, integer_to_list(Count)]}, binary, exit_status,
+                      stderr_to_stdout]),
+    Out = collect(Port, <<>>),
+    try binary_to_float(string:trim(Out))
+    catch error:badarg -> fail("plain python3 file loop failed: ~ts", [Out])
+    end.
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
+        {Port, {exit_status, 0}} -> Acc;
+        {Port, {exit_status, S}} -> fail("~p exited with ~p: ~ts", [Port, S, Acc])
+    end.
+
+sandboxed() ->
+    case py:eval(<<"__import__('_erlang_impl._sandbox', fromlist=['x']).is_sandboxed()">>) of
+        {ok, B} when is_boolean(B) -> B;
+        _ -> unknown
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Statistics and the report.
+
+stats(Samples) ->
+    Sorted = lists:sort(Samples),
+    N = length(Sorted),
+    #{n => N, median => pct(Sorted, N, 0.5), p99 => pct(Sorted, N, 0.99)}.
+
+pct(Sorted, N, P) ->
+    lists:nth(max(1, min(N, ceil(P * N))), Sorted).
+
+median(Samples) ->
+    maps:get(median, stats(Samples)).
+
+report(Root, R, Seconds, Load0, Load1) ->
+    Port = stats(maps:get(port, R)),
+    PortMed = maps:get(median, Port),
+    {C1, Cps1} = maps:get(call1, R),
+    {C4, Cps4} = maps:get(call4, R),
+    {C16, Cps16} = maps:get(call16, R),
+    Call = stats(C1),
+    CallMed = maps:get(median, Call),
+    #{str := EchoStr, bytes := EchoBytes} = maps:get(echo, R),
+    #{first := CbFirst, later := CbLater} = maps:get(callbacks, R),
+    #{later := AttrLater} = maps:get(attr, R),
+    Send = maps:get(send, R),
+    File = maps:get(file_loop, R),
+    CbLaterMed = median(CbLater),
+    CbFirstMed = median(CbFirst),
+    NestedMed = median(maps:get(nested, R)),
+    VsPort = fun(M) -> fmt("~.2f", [M / PortMed]) end,
+    Lat = fun(Label, Compares, Samples, Extra) ->
+              #{median := M, p99 := P99, n := N} = stats(Samples),
+              [Label, Compares, us_str(M), us_str(P99), integer_to_list(N), Extra, VsPort(M)]
+          end,
+    Head = ["Measurement", "What it is", "median µs", "p99 µs", "samples", "calls/s",
+            "÷ port"],
+    Latency = [
+        Lat("**port round trip** (baseline)",
+            "a line to `cat` through open_port({spawn, \"cat\"}, [binary, {line, 1024}]) and back",
+            maps:get(port, R), ""),
+        Lat("**message round trip** (baseline)", "Erlang process to process and back",
+            maps:get(msg, R), ""),
+        Lat("py:call(math, sqrt, [16]), 1 process", "sequential calls", C1, rate(Cps1)),
+        Lat("py:call(math, sqrt, [16]), 4 processes", "latency seen by each caller; calls/s of all",
+            C4, rate(Cps4)),
+        Lat("py:call(math, sqrt, [16]), 16 processes", "latency seen by each caller; calls/s of all",
+            C16, rate(Cps16)),
+        Lat("py:call(math, sqrt, [16]), 1 call per ms", "each call after the worker's spin ran out: thread wake-ups",
+            maps:get(paced, R), ""),
+        Lat("py:eval(<<\"1+2\">>)", "compiles and evaluates each time", maps:get(eval, R), ""),
+        Lat("100 KB binary echoed as str", "py:call of `def bench_echo(x): return x`; UTF-8 decode + encode",
+            EchoStr, ""),
+        Lat("100 KB {bytes, B} echoed as bytes", "the same, as bytes (memcpy both ways)", EchoBytes, ""),
+        during_row("small py:call during sum(range(10**8))",
+                   "C-level call holding the GIL on another worker", maps:get(during, R)),
+        during_row("small py:call during a pure-Python loop",
+                   "the loop gives the GIL up every 5 ms (switch interval)", maps:get(during_py, R)),
+        Lat("erlang.call, first in a py:call", "identity fun; timed in Python", CbFirst, ""),
+        Lat("erlang.call, later in the same py:call", "identity fun; timed in Python", CbLater, ""),
+        Lat("erlang.bench_identity(x), later calls", "the attribute form of the same", AttrLater, ""),
+        Lat("Erlang→Python→Erlang→Python", "py:call of a function whose erlang.call runs py:call(math, sqrt)",
+            maps:get(nested, R), "")
+    ],
+    SendRows = [
+        ["erlang.send(pid, i)", "per message, Python side (" ++ integer_to_list(maps:get(count, Send)) ++ " sends)",
+         us_str(maps:get(python_us, Send)), "", "", rate(1.0e6 / maps:get(python_us, Send)), ""],
+        ["erlang.send(pid, i), delivered", "per message, from py:call until the last is received",
+         us_str(maps:get(delivered_us, Send)), "", "", rate(1.0e6 / maps:get(delivered_us, Send)), ""]
+    ],
+    #{idle := {CpuIdle, CoresIdle}, per_call := {CpuCall, Cores},
+      per_paced_call := {CpuPaced, CoresPaced}} = maps:get(cpu, R),
+    CpuRow = fun(Label, What, Us, C) -> [Label, fmt("~ts; ~.2f cores busy", [What, C]), us_str(Us), "", "", "", ""] end,
+    CpuRows = [
+        CpuRow("VM CPU µs per py:call, back to back", "all VM threads (/proc/<pid>/task/*/schedstat)", CpuCall, Cores),
+        CpuRow("VM CPU µs per py:call, 1 call per ms", "includes the worker's and schedulers' spin after each call", CpuPaced, CoresPaced),
+        CpuRow("VM CPU µs per second, idle", "the application started, no calls", CpuIdle, CoresIdle)
+    ],
+    Ratio = CallMed / PortMed,
+    Targets = [
+        ["median py:call ÷ median port round trip", fmt("~.3f (1/~.1f)", [Ratio, 1 / Ratio]),
+         "≤ 1/4 (aim 1/10)", verdict(Ratio =< 0.25, Ratio =< 0.1)],
+        ["median erlang.call (later) ÷ median py:call", fmt("~.2f", [CbLaterMed / CallMed]), "≤ 2",
+         verdict(CbLaterMed / CallMed =< 2, false)],
+        ["median erlang.call (first) ÷ median py:call", fmt("~.2f", [CbFirstMed / CallMed]), "≤ 2",
+         verdict(CbFirstMed / CallMed =< 2, false)],
+        ["nested round trip ÷ median py:call", fmt("~.2f", [NestedMed / CallMed]), "(no target)", ""]
+    ],
+    #{in_vm := InVm, plain := Plain, count := FileCount, sandboxed := Sbx} = File,
+    FileRows = [
+        ["file loop in the VM (sandbox " ++ sandbox_str(Sbx) ++ ")",
+         fmt("~.1f", [InVm * 1000]), us_str(InVm * 1.0e6 / FileCount), fmt("~.3f", [InVm / Plain])],
+        ["file loop in plain python3 (no sandbox)", fmt("~.1f", [Plain * 1000]),
+         us_str(Plain * 1.0e6 / FileCount), "1"]
+    ],
+    [
+     "# erlang_python benchmark results\n\n",
+     "Written by `make bench` (bench/run.escript). Each row is measured in the same run; ratios\n"
+     "are against the baselines of this run. Latency is a round trip seen by the caller.\n\n",
+     machine(Root, Seconds, Load0, Load1),
+     "\n## Latency and throughput\n\n",
+     table(Head, Latency ++ SendRows ++ CpuRows),
+     "\nRows \"during\": one process runs the long call; 100 ms into it another makes small\n"
+     "calls until it ends. The median/p99 columns there are the small calls' latencies; the\n"
+     "\"What it is\" column gives the long call's own duration.\n",
+     "\n## Targets (issue 2 section 10, issue 3 section 9)\n\n",
+     table(["Ratio", "Measured", "Target", ""], Targets),
+     "\n## Sandbox cost (issue 4 section 7)\n\n",
+     "The sandbox cannot be switched off inside one VM, so the file loop (open and read a\n"
+     "280-byte file ", integer_to_list(FileCount), " times, the same Python function) runs in the\n"
+     "VM, where the sandbox's audit hook and seccomp filter see every open, and in a plain\n"
+     "`", maps:get(python, File), "` of the same installation started from this escript. Best of 3 each.\n"
+     "The in-VM figure also includes running on a worker thread rather than a main thread.\n"
+     "py:call latency with the sandbox is the py:call row above (no figure without it here).\n\n",
+     table(["Loop", "total ms", "µs per open+read", "÷ plain python3"], FileRows),
+     "\nTarget: the sandbox adds < 5% (ratio ≤ 1.05).\n"
+    ].
+
+during_row(Label, Compares, #{long_ms := Long, issued_ms := Issued, samples := Samples}) ->
+    #{median := M, p99 := P99, n := N} = stats(Samples),
+    [Label, fmt("~ts; it took ~b ms, first small call at ~b ms", [Compares, round(Long), round(Issued)]),
+     us_str(M), us_str(P99), integer_to_list(N), "", ""].
+
+verdict(true, true) -> "met (and the aim)";
+verdict(true, false) -> "met";
+verdict(false, _) -> "**not met**".
+
+sandbox_str(true) -> "on";
+sandbox_str(false) -> "off";
+sandbox_str(unknown) -> "state unknown".
+
+us_str(Us) when Us >= 100 -> integer_to_list(round(Us));
+us_str(Us) when Us >= 10 -> fmt("~.1f", [Us]);
+us_str(Us) -> fmt("~.2f", [Us]).
+
+rate(PerSecond) -> integer_to_list(round(PerSecond)).
+
+fmt(Format, Args) -> lists:flatten(io_lib:format(Format, Args)).
+
+table(Head, Rows) ->
+    Line = fun(Cells) -> ["| ", lists:join(" | ", Cells), " |\n"] end,
+    [Line(Head), Line(["---" || _ <- Head]) | [Line(R) || R <- Rows]].
+
+machine(Root, Seconds, Load0, Load1) ->
+    {ok, Version} = py:version(),
+    {ok, Exe} = py:executable(),
+    Workers = application:get_env(erlang_python, workers, 8),
+    Spin = spin_ns(Root),
+    Noisy = Load0 > 0.5 orelse Load1 > 1.5,
+    [
+     "| | |\n|---|---|\n",
+     "| date | ", trim(os:cmd("date -u")), " |\n",
+     "| machine | ", trim(os:cmd("nproc")), " CPUs, ", cpu_model(), ", ", mem_total(), " |\n",
+     "| kernel | ", trim(os:cmd("uname -sr")), " |\n",
+     "| Erlang/OTP | ", erlang:system_info(otp_release), " (erts ", erlang:system_info(version),
+     "), ", integer_to_list(erlang:system_info(schedulers_online)), " schedulers |\n",
+     "| Python | ", hd(string:split(Version, " ")), " (", Exe, ") |\n",
+     "| erlang_python | ", integer_to_list(Workers), " workers, worker spin ", Spin, ", commit ",
+     trim(os:cmd("git -C '" ++ Root ++ "' rev-parse --short HEAD 2>/dev/null")), " |\n",
+     "| load average | ", fmt("~.2f before, ~.2f after", [Load0, Load1]),
+     case Noisy of
+         true -> " (**noisy**: other work ran on the machine; treat figures with care)";
+         false -> " (idle)"
+     end, " |\n",
+     "| run time | ", fmt("~b s", [round(Seconds)]), " |\n"
+    ].
+
+spin_ns(Root) ->
+    case file:read_file(filename:join([Root, "c_src", "py_worker.c"])) of
+        {ok, Src} ->
+            case re:run(Src, "#define WORKER_SPIN_NS ([0-9]+)", [{capture, all_but_first, list}]) of
+                {match, [Ns]} -> fmt("~.1f µs", [list_to_integer(Ns) / 1000]);
+                nomatch -> "unknown"
+            end;
+        _ ->
+            "unknown"
+    end.
+
+cpu_model() ->
+    case file:read_file("/proc/cpuinfo") of
+        {ok, Info} ->
+            case re:run(Info, "^model name\\s*:\\s*(.*)$", [multiline, {capture, all_but_first, list}]) of
+                {match, [Model]} -> Model;
+                nomatch -> "unknown CPU"
+            end;
+        _ ->
+            "unknown CPU"
+    end.
+
+mem_total() ->
+    case file:read_file("/proc/meminfo") of
+        {ok, Info} ->
+            case re:run(Info, "^MemTotal:\\s*([0-9]+) kB", [multiline, {capture, all_but_first, list}]) of
+                {match, [Kb]} -> fmt("~.1f GiB RAM", [list_to_integer(Kb) / 1048576]);
+                nomatch -> "unknown RAM"
+            end;
+        _ ->
+            "unknown RAM"
+    end.
+
+loadavg() ->
+    {ok, Bin} = file:read_file("/proc/loadavg"),
+    [One | _] = string:split(Bin, " "),
+    binary_to_float(One).
+
+trim(S) -> string:trim(S).

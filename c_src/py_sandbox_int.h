@@ -1,0 +1,42 @@
+/* Private to the sandbox's C files (py_sandbox.c, py_sandbox_hook.c, py_sandbox_wrap.c).
+ * The NIF uses py_sandbox.h only. */
+#ifndef PY_SANDBOX_INT_H
+#define PY_SANDBOX_INT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <sys/resource.h>
+
+#define SBX_OP_MAX 160
+
+/* What a refusal says after "<op> is blocked in Erlang VM context.\n". */
+enum sbx_kind {
+    SBX_SPAWN,
+    SBX_EXIT,
+    SBX_SELF_SIGNAL,
+    SBX_SIGNAL,
+    SBX_FD,
+    SBX_LIMIT,
+    SBX_TAMPER,
+};
+
+/* Facts about the VM, recorded by sandbox_preinit() before Python starts, read-only after. */
+extern unsigned char *sbx_vm_fds; /* sbx_vm_fds[fd] is 1 for the VM's fds */
+extern int sbx_vm_fd_count;
+extern struct rlimit sbx_vm_limits[RLIM_NLIMITS]; /* as the VM had them */
+
+/* py_sandbox.c */
+int sbx_refuse(const char *op, enum sbx_kind kind); /* sets RuntimeError, returns -1 */
+int sbx_refuse_signal_handler(const char *op);       /* SignalBlockedError, returns -1 */
+int sbx_is_vm_fd(long fd);
+long sbx_as_long(PyObject *obj, long fallback);
+
+/* py_sandbox_hook.c */
+int sbx_audit_hook(const char *event, PyObject *args, void *data);
+
+/* py_sandbox_wrap.c */
+int sbx_install_wrappers(void); /* 0, or -1 with an exception set */
+int sbx_list_wrapped(PyObject *list);
+
+#endif

@@ -1,0 +1,442 @@
+/* Checking wrappers for builtins that raise no audit event (os._exit, os.close,
+ * signal.alarm, _posixsubprocess.fork_exec...). The C function pointer (ml_meth) of each
+ * builtin's PyMethodDef, one of CPython's static method tables, is swapped for a wrapper of
+ * the same calling convention, flags unchanged; every function object made from that def,
+ * by `import posix`, importlib.reload or a new sub-interpreter, reaches the wrapper, which
+ * checks the call and runs the saved original when it is allowed. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <stdio.h>
+
+#include "py_sandbox_int.h"
+
+typedef PyObject *(*sbx_fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
+typedef PyObject *(*sbx_fastkw_fn)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+
+#define SBX_CONVENTION (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL)
+
+/* One call as the wrapper received it, whatever the calling convention. */
+typedef struct {
+    PyObject *const *args; /* positional, then (FASTCALL) the keyword values */
+    Py_ssize_t nargs;
+    PyObject *kwnames; /* FASTCALL|KEYWORDS */
+    PyObject *tuple;   /* VARARGS */
+    PyObject *kwargs;  /* VARARGS|KEYWORDS */
+} sbx_call;
+
+struct sbx_patch;
+
+enum sbx_verdict { SBX_ALLOW, SBX_DENIED, SBX_DONE };
+
+/* Decides a call: SBX_ALLOW runs the original, SBX_DENIED has set an exception, SBX_DONE
+ * has put the call's result in *result. */
+typedef enum sbx_verdict (*sbx_guard)(struct sbx_patch *patch, PyObject *self,
+                                      const sbx_call *call, PyObject **result);
+
+typedef struct sbx_patch {
+    const char *module;
+    const char *name;
+    const char *op; /* the name users know it by, for messages */
+    sbx_guard guard;
+    enum sbx_kind kind;
+    PyMethodDef *def;
+    PyCFunction original;
+    int flags;
+} sbx_patch;
+
+static PyObject *sbx_arg(const sbx_call *call, Py_ssize_t pos, const char *name)
+{
+    Py_ssize_t i;
+
+    if (pos < call->nargs) {
+        return call->args[pos];
+    }
+    if (call->kwnames != NULL) {
+        for (i = 0; i < PyTuple_GET_SIZE(call->kwnames); i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(call->kwnames, i), name) ==
+                0) {
+                return call->args[call->nargs + i];
+            }
+        }
+    }
+    if (call->kwargs != NULL && PyDict_Check(call->kwargs)) {
+        return PyDict_GetItemString(call->kwargs, name);
+    }
+    return NULL;
+}
+
+static PyObject *sbx_call_original(sbx_patch *patch, PyObject *self, const sbx_call *call)
+{
+    PyCFunction original = patch->original;
+
+    switch (patch->flags & SBX_CONVENTION) {
+    case METH_NOARGS:
+        return original(self, NULL);
+    case METH_O:
+        return original(self, call->args[0]);
+    case METH_VARARGS:
+        return original(self, call->tuple);
+    case METH_VARARGS | METH_KEYWORDS:
+        return ((PyCFunctionWithKeywords)(void (*)(void))original)(self, call->tuple,
+                                                                    call->kwargs);
+    case METH_FASTCALL:
+        return ((sbx_fast_fn)(void (*)(void))original)(self, call->args, call->nargs);
+    default:
+        return ((sbx_fastkw_fn)(void (*)(void))original)(self, call->args, call->nargs,
+                                                          call->kwnames);
+    }
+}
+
+/* Calls the original with new positional arguments. */
+static PyObject *sbx_call_original_with(sbx_patch *patch, PyObject *self,
+                                        PyObject *const *args, Py_ssize_t nargs)
+{
+    sbx_call call = {args, nargs, NULL, NULL, NULL};
+    PyObject *result = NULL;
+    Py_ssize_t i;
+
+    if (patch->flags & METH_VARARGS) {
+        call.tuple = PyTuple_New(nargs);
+        if (call.tuple == NULL) {
+            return NULL;
+        }
+        for (i = 0; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(call.tuple, i, args[i]);
+        }
+    }
+    result = sbx_call_original(patch, self, &call);
+    Py_XDECREF(call.tuple);
+    return result;
+}
+
+static enum sbx_verdict sbx_deny(sbx_patch *patch, PyObject *self, const sbx_call *call,
+                                 PyObject **result)
+{
+    sbx_refuse(patch->op, patch->kind);
+    return SBX_DENIED;
+}
+
+static enum sbx_verdict sbx_deny_signal_handler(sbx_patch *patch, PyObject *self,
+                                                const sbx_call *call, PyObject **result)
+{
+    sbx_refuse_signal_handler(patch->op);
+    return SBX_DENIED;
+}
+
+/* faulthandler.enable would put its handlers over the VM's SIGSEGV, SIGABRT... ones. */
+static enum sbx_verdict sbx_noop(sbx_patch *patch, PyObject *self, const sbx_call *call,
+                                 PyObject **result)
+{
+    Py_INCREF(Py_None);
+    *result = Py_None;
+    return SBX_DONE;
+}
+
+static enum sbx_verdict sbx_guard_close(sbx_patch *patch, PyObject *self,
+                                        const sbx_call *call, PyObject **result)
+{
+    char op[SBX_OP_MAX];
+    long fd = sbx_as_long(sbx_arg(call, 0, "fd"), -1);
+
+    if (!sbx_is_vm_fd(fd)) {
+        return SBX_ALLOW;
+    }
+    snprintf(op, sizeof(op), "os.close(%ld)", fd);
+    sbx_refuse(op, SBX_FD);
+    return SBX_DENIED;
+}
+
+static enum sbx_verdict sbx_guard_dup2(sbx_patch *patch, PyObject *self,
+                                       const sbx_call *call, PyObject **result)
+{
+    char op[SBX_OP_MAX];
+    long fd2 = sbx_as_long(sbx_arg(call, 1, "fd2"), -1);
+
+    if (!sbx_is_vm_fd(fd2)) {
+        return SBX_ALLOW;
+    }
+    snprintf(op, sizeof(op), "os.dup2 onto fd %ld", fd2);
+    sbx_refuse(op, SBX_FD);
+    return SBX_DENIED;
+}
+
+/* os.closerange is made harmless: it closes the fds of the range that are not the VM's. */
+static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
+                                             const sbx_call *call, PyObject **result)
+{
+    PyObject *bounds[2] = {NULL, NULL};
+    PyObject *done = NULL;
+    long low = sbx_as_long(sbx_arg(call, 0, "fd_low"), -1);
+    long high = sbx_as_long(sbx_arg(call, 1, "fd_high"), -1);
+    long start;
+    long fd;
+    int spared = 0;
+
+    if (call->nargs != 2 || low < 0 || high <= low || high > INT_MAX) {
+        return SBX_ALLOW; /* invalid, empty or too large: the original decides */
+    }
+    for (fd = low; fd < high && fd < sbx_vm_fd_count; fd++) {
+        spared |= sbx_is_vm_fd(fd);
+    }
+    if (!spared) {
+        return SBX_ALLOW;
+    }
+    start = low;
+    for (fd = low; fd <= high; fd++) {
+        /* the gaps between the VM's fds, and the rest of the range after the last one */
+        if (fd < high && fd < sbx_vm_fd_count && !sbx_is_vm_fd(fd)) {
+            continue;
+        }
+        if (fd >= sbx_vm_fd_count) {
+            fd = high;
+        }
+        if (fd > start) {
+            bounds[0] = PyLong_FromLong(start);
+            bounds[1] = PyLong_FromLong(fd);
+            done = bounds[0] && bounds[1] ? sbx_call_original_with(patch, self, bounds, 2)
+                                          : NULL;
+            Py_CLEAR(bounds[0]);
+            Py_CLEAR(bounds[1]);
+            if (done == NULL) {
+                return SBX_DENIED;
+            }
+            Py_DECREF(done);
+        }
+        start = fd + 1;
+    }
+    Py_INCREF(Py_None);
+    *result = Py_None;
+    return SBX_DONE;
+}
+
+static enum sbx_verdict sbx_guard_pthread_kill(sbx_patch *patch, PyObject *self,
+                                               const sbx_call *call, PyObject **result)
+{
+    if (sbx_as_long(sbx_arg(call, 1, "signalnum"), 0) == 0) {
+        return SBX_ALLOW;
+    }
+    sbx_refuse(patch->op, SBX_SELF_SIGNAL);
+    return SBX_DENIED;
+}
+
+static enum sbx_verdict sbx_guard_dump_later(sbx_patch *patch, PyObject *self,
+                                             const sbx_call *call, PyObject **result)
+{
+    PyObject *exit_flag = sbx_arg(call, 3, "exit");
+    int truth = exit_flag != NULL ? PyObject_IsTrue(exit_flag) : 0;
+
+    if (truth < 0) {
+        return SBX_DENIED;
+    }
+    if (!truth) {
+        return SBX_ALLOW;
+    }
+    sbx_refuse("faulthandler.dump_traceback_later(exit=True)", SBX_EXIT);
+    return SBX_DENIED;
+}
+
+static sbx_patch sbx_patches[] = {
+    {"posix", "_exit", "os._exit", sbx_deny, SBX_EXIT},
+    {"posix", "abort", "os.abort", sbx_deny, SBX_EXIT},
+    {"posix", "posix_spawn", "os.posix_spawn", sbx_deny, SBX_SPAWN},
+    {"posix", "posix_spawnp", "os.posix_spawnp", sbx_deny, SBX_SPAWN},
+    {"posix", "close", "os.close", sbx_guard_close, SBX_FD},
+    {"posix", "closerange", "os.closerange", sbx_guard_closerange, SBX_FD},
+    {"posix", "dup2", "os.dup2", sbx_guard_dup2, SBX_FD},
+    {"_posixsubprocess", "fork_exec", "_posixsubprocess.fork_exec", sbx_deny, SBX_SPAWN},
+    {"_signal", "alarm", "signal.alarm", sbx_deny, SBX_SIGNAL},
+    {"_signal", "setitimer", "signal.setitimer", sbx_deny, SBX_SIGNAL},
+    {"_signal", "raise_signal", "signal.raise_signal", sbx_deny, SBX_SIGNAL},
+    {"_signal", "signal", "signal.signal", sbx_deny_signal_handler, SBX_SIGNAL},
+    {"_signal", "siginterrupt", "signal.siginterrupt", sbx_deny_signal_handler, SBX_SIGNAL},
+    {"_signal", "set_wakeup_fd", "signal.set_wakeup_fd", sbx_deny_signal_handler, SBX_SIGNAL},
+    {"_signal", "pthread_kill", "signal.pthread_kill", sbx_guard_pthread_kill, SBX_SELF_SIGNAL},
+    {"faulthandler", "enable", "faulthandler.enable", sbx_noop, SBX_SIGNAL},
+    {"faulthandler", "register", "faulthandler.register", sbx_deny, SBX_SIGNAL},
+    {"faulthandler", "dump_traceback_later", "faulthandler.dump_traceback_later",
+     sbx_guard_dump_later, SBX_EXIT},
+    {"faulthandler", "_sigsegv", "faulthandler._sigsegv", sbx_deny, SBX_EXIT},
+    {"faulthandler", "_sigabrt", "faulthandler._sigabrt", sbx_deny, SBX_EXIT},
+    {"faulthandler", "_sigfpe", "faulthandler._sigfpe", sbx_deny, SBX_EXIT},
+    {"faulthandler", "_fatal_error", "faulthandler._fatal_error", sbx_deny, SBX_EXIT},
+    {"faulthandler", "_fatal_error_c_thread", "faulthandler._fatal_error_c_thread", sbx_deny,
+     SBX_EXIT},
+    {"faulthandler", "_read_null", "faulthandler._read_null", sbx_deny, SBX_EXIT},
+    {"faulthandler", "_stack_overflow", "faulthandler._stack_overflow", sbx_deny, SBX_EXIT},
+};
+
+#define SBX_NPATCHES ((int)(sizeof(sbx_patches) / sizeof(sbx_patches[0])))
+
+static PyObject *sbx_enter(int i, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames, PyObject *tuple, PyObject *kwargs)
+{
+    sbx_patch *patch = &sbx_patches[i];
+    sbx_call call = {args, nargs, kwnames, tuple, kwargs};
+    PyObject *result = NULL;
+
+    if (tuple != NULL) {
+        call.args = ((PyTupleObject *)tuple)->ob_item;
+        call.nargs = PyTuple_GET_SIZE(tuple);
+    }
+    switch (patch->guard(patch, self, &call, &result)) {
+    case SBX_ALLOW:
+        return sbx_call_original(patch, self, &call);
+    case SBX_DONE:
+        return result;
+    default:
+        return NULL;
+    }
+}
+
+/* Each patched def gets the wrapper of its calling convention from its own slot: a wrapper
+ * receives only the module object, so the slot number is what tells it which def it is. */
+#define SBX_WRAPPERS(i)                                                                      \
+    static PyObject *sbx_w##i##_noargs(PyObject *self, PyObject *unused)                     \
+    {                                                                                        \
+        (void)unused;                                                                        \
+        return sbx_enter(i, self, NULL, 0, NULL, NULL, NULL);                                \
+    }                                                                                        \
+    static PyObject *sbx_w##i##_o(PyObject *self, PyObject *arg)                             \
+    {                                                                                        \
+        return sbx_enter(i, self, &arg, 1, NULL, NULL, NULL);                                \
+    }                                                                                        \
+    static PyObject *sbx_w##i##_varargs(PyObject *self, PyObject *args, PyObject *kwargs)    \
+    {                                                                                        \
+        return sbx_enter(i, self, NULL, 0, NULL, args, kwargs);                              \
+    }                                                                                        \
+    static PyObject *sbx_w##i##_fast(PyObject *self, PyObject *const *args, Py_ssize_t n)    \
+    {                                                                                        \
+        return sbx_enter(i, self, args, n, NULL, NULL, NULL);                                \
+    }                                                                                        \
+    static PyObject *sbx_w##i##_fastkw(PyObject *self, PyObject *const *args, Py_ssize_t n,  \
+                                       PyObject *kwnames)                                    \
+    {                                                                                        \
+        return sbx_enter(i, self, args, n, kwnames, NULL, NULL);                             \
+    }
+
+#define SBX_SLOTS(X)                                                                         \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)  \
+        X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24)
+
+SBX_SLOTS(SBX_WRAPPERS)
+
+typedef struct {
+    PyCFunction noargs;
+    PyCFunction o;
+    PyCFunctionWithKeywords varargs; /* also right for METH_VARARGS alone */
+    sbx_fast_fn fast;
+    sbx_fastkw_fn fastkw;
+} sbx_wrapper_set;
+
+#define SBX_WRAPPER_SET(i)                                                                   \
+    {sbx_w##i##_noargs, sbx_w##i##_o, sbx_w##i##_varargs, sbx_w##i##_fast, sbx_w##i##_fastkw},
+
+static const sbx_wrapper_set sbx_wrappers[] = {SBX_SLOTS(SBX_WRAPPER_SET)};
+
+_Static_assert(sizeof(sbx_wrappers) / sizeof(sbx_wrappers[0]) == SBX_NPATCHES,
+               "one slot of wrappers per entry of sbx_patches");
+
+static PyCFunction sbx_wrapper_for(int i, int flags)
+{
+    const sbx_wrapper_set *set = &sbx_wrappers[i];
+
+    switch (flags & SBX_CONVENTION) {
+    case METH_NOARGS:
+        return set->noargs;
+    case METH_O:
+        return set->o;
+    case METH_VARARGS:
+    case METH_VARARGS | METH_KEYWORDS:
+        /* A METH_VARARGS function is called with two arguments; the wrapper reads the
+         * third only when the original takes it, which is the CPython convention too. */
+        return (PyCFunction)(void (*)(void))set->varargs;
+    case METH_FASTCALL:
+        return (PyCFunction)(void (*)(void))set->fast;
+    case METH_FASTCALL | METH_KEYWORDS:
+        return (PyCFunction)(void (*)(void))set->fastkw;
+    default:
+        return NULL;
+    }
+}
+
+static int sbx_install_patch(int i)
+{
+    sbx_patch *patch = &sbx_patches[i];
+    PyObject *module = NULL;
+    PyObject *func = NULL;
+    PyMethodDef *def = NULL;
+    PyCFunction wrapper = NULL;
+    int rc = -1;
+
+    if (patch->def != NULL) {
+        return 0; /* already installed */
+    }
+    module = PyImport_ImportModule(patch->module);
+    if (module == NULL) {
+        goto done;
+    }
+    func = PyObject_GetAttrString(module, patch->name);
+    if (func == NULL) {
+        /* Not in this build or version (faulthandler's test helpers come and go). */
+        PyErr_Clear();
+        rc = 0;
+        goto done;
+    }
+    if (!PyCFunction_Check(func)) {
+        PyErr_Format(PyExc_RuntimeError, "sandbox: %s.%s is not a builtin function",
+                     patch->module, patch->name);
+        goto done;
+    }
+    def = ((PyCFunctionObject *)func)->m_ml;
+    wrapper = sbx_wrapper_for(i, def->ml_flags);
+    if (wrapper == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "sandbox: %s.%s has unknown method flags %#x",
+                     patch->module, patch->name, (unsigned)def->ml_flags);
+        goto done;
+    }
+    patch->original = def->ml_meth;
+    patch->flags = def->ml_flags;
+    patch->def = def;
+    def->ml_meth = wrapper;
+    rc = 0;
+done:
+    Py_XDECREF(func);
+    Py_XDECREF(module);
+    return rc;
+}
+
+
+int sbx_install_wrappers(void)
+{
+    int i;
+
+    for (i = 0; i < SBX_NPATCHES; i++) {
+        if (sbx_install_patch(i) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Appends the name of every installed wrapper to `list`; 0, or -1 with an exception set. */
+int sbx_list_wrapped(PyObject *list)
+{
+    PyObject *name = NULL;
+    int i;
+
+    for (i = 0; i < SBX_NPATCHES; i++) {
+        if (sbx_patches[i].def == NULL) {
+            continue;
+        }
+        name = PyUnicode_FromString(sbx_patches[i].op);
+        if (name == NULL || PyList_Append(list, name) < 0) {
+            Py_XDECREF(name);
+            return -1;
+        }
+        Py_DECREF(name);
+    }
+    return 0;
+}

@@ -25,6 +25,8 @@
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
+%% The longest wait `receive ... after' takes.
+-define(MAX_AFTER, 16#FFFFFFFF).
 
 -type name() :: atom() | binary().
 -type code() :: iodata() | unicode:chardata().
@@ -183,13 +185,19 @@ await(Ref, Request, Deadline) ->
         {py_callback, Ref, Waiter, Name, Args} ->
             ok = py_callback:run(Waiter, Name, Args),
             await(Ref, Request, Deadline)
-    after remaining(Deadline) ->
-        case py_nif:cancel(Request) of
-            already_sent ->
-                receive {py_result, Ref, Result} -> Result end;
-            ok ->
-                flush_callbacks(Ref),
-                {error, timeout}
+    after min(remaining(Deadline), ?MAX_AFTER) ->
+        case remaining(Deadline) of
+            0 ->
+                case py_nif:cancel(Request) of
+                    already_sent ->
+                        receive {py_result, Ref, Result} -> Result end;
+                    ok ->
+                        flush_callbacks(Ref),
+                        {error, timeout}
+                end;
+            _ ->
+                %% A timeout longer than `receive' allows: wait again.
+                await(Ref, Request, Deadline)
         end
     end.
 
@@ -207,7 +215,7 @@ flush_callbacks(Ref) ->
 deadline(infinity) -> infinity;
 deadline(Timeout) -> erlang:monotonic_time(millisecond) + Timeout.
 
--spec remaining(integer() | infinity) -> timeout_ms().
+-spec remaining(integer() | infinity) -> non_neg_integer() | infinity.
 remaining(infinity) -> infinity;
 remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 

@@ -50,7 +50,9 @@ call_kwargs(_Config) ->
 call_with_timeout(_Config) ->
     ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16], #{}, 1000)),
     ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16], #{}, infinity)),
-    ?assertEqual({error, timeout}, py:call(time, sleep, [1], #{}, 50)).
+    ?assertEqual({error, timeout}, py:call(time, sleep, [1], #{}, 50)),
+    %% Longer than `receive ... after' accepts (2^32 - 1 ms).
+    ?assertEqual({ok, 4.0}, py:call(math, sqrt, [16], #{}, 1 bsl 40)).
 
 %% @doc eval/1 evaluates an expression in __main__.
 eval_expression(_Config) ->

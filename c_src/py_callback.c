@@ -62,13 +62,17 @@ callback_init_resources(ErlNifEnv *env)
     return waiter_rtype != NULL;
 }
 
-void
+bool
 callback_waiter_cancel(waiter_t *w)
 {
+    bool pending;
+
     enif_mutex_lock(w->mutex);
     w->cancelled = true;
+    pending = !w->has_reply;
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
+    return pending;
 }
 
 static waiter_t *

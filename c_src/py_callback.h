@@ -20,8 +20,10 @@ extern ErlNifResourceType *waiter_rtype;
 
 bool callback_init_resources(ErlNifEnv *env);
 
-/* The request lock is held by the caller. */
-void callback_waiter_cancel(waiter_t *waiter);
+/* The request lock is held by the caller. Returns true if the callback has
+ * no reply yet: its message to the request's caller is then still to be
+ * received (or still to be sent: its thread registered the waiter first). */
+bool callback_waiter_cancel(waiter_t *waiter);
 
 /* erlang.call(name, *args), erlang.send(dest, term), erlang.self(). */
 PyObject *callback_call(PyObject *module, PyObject *args);

@@ -36,6 +36,7 @@ make_atoms(ErlNifEnv *env)
     ATOMS.py_callback = enif_make_atom(env, "py_callback");
     ATOMS.py_object = enif_make_atom(env, "py_object");
     ATOMS.already_sent = enif_make_atom(env, "already_sent");
+    ATOMS.callback_pending = enif_make_atom(env, "callback_pending");
     ATOMS.not_started = enif_make_atom(env, "not_started");
     ATOMS.already_started = enif_make_atom(env, "already_started");
     ATOMS.closed = enif_make_atom(env, "closed");
@@ -144,7 +145,7 @@ submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return enif_make_tuple2(env, ATOMS.ok, term);
 }
 
-/* cancel(Request) -> ok | already_sent */
+/* cancel(Request) -> ok | already_sent | callback_pending */
 static ERL_NIF_TERM
 cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -153,7 +154,14 @@ cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!enif_get_resource(env, argv[0], request_rtype, (void **)&req)) {
         return enif_make_badarg(env);
     }
-    return request_cancel(req) ? ATOMS.already_sent : ATOMS.ok;
+    switch (request_cancel(req)) {
+    case CANCEL_ALREADY_SENT:
+        return ATOMS.already_sent;
+    case CANCEL_CALLBACK_PENDING:
+        return ATOMS.callback_pending;
+    default:
+        return ATOMS.ok;
+    }
 }
 
 /* info() -> #{running, workers, atoms_created, library, sanitize} */

@@ -105,17 +105,20 @@ request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref, ERL_NIF_TERM 
     return req;
 }
 
-bool
+cancel_result_t
 request_cancel(request_t *req)
 {
-    bool sent, interrupt = false;
+    cancel_result_t result;
+    bool interrupt = false;
 
     request_lock();
-    sent = req->sent;
+    result = req->sent ? CANCEL_ALREADY_SENT : CANCEL_OK;
     if (req->state != REQ_DONE && !req->cancelled) {
         req->cancelled = true;
         if (req->waiter != NULL) {
-            callback_waiter_cancel(req->waiter);
+            if (callback_waiter_cancel(req->waiter)) {
+                result = CANCEL_CALLBACK_PENDING;
+            }
         } else if (req->state == REQ_RUNNING) {
             interrupt = true;
         }
@@ -126,7 +129,7 @@ request_cancel(request_t *req)
          * must not wait for: the interpreter thread does it. */
         interp_post_interrupt(req);
     }
-    return sent;
+    return result;
 }
 
 /* ------------------------------------------------------------------------ */

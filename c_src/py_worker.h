@@ -53,9 +53,15 @@ request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref,
                        ERL_NIF_TERM payload);
 void worker_pool_push(request_t *req);
 
-/* Marks req cancelled and wakes or interrupts whatever runs it. Returns
- * true if its result was already sent. Safe from any thread. */
-bool request_cancel(request_t *req);
+typedef enum {
+    CANCEL_OK,               /* nothing more will come for the request */
+    CANCEL_ALREADY_SENT,     /* its result was sent before */
+    CANCEL_CALLBACK_PENDING, /* a callback message is on its way to the caller */
+} cancel_result_t;
+
+/* Marks req cancelled and wakes or interrupts whatever runs it. Safe from
+ * any thread. */
+cancel_result_t request_cancel(request_t *req);
 
 void request_lock(void);
 void request_unlock(void);

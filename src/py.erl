@@ -27,6 +27,9 @@
 -define(DEFAULT_TIMEOUT, 30000).
 %% The longest wait `receive ... after' takes.
 -define(MAX_AFTER, 16#FFFFFFFF).
+%% A callback message that cancel/1 reports pending is sent microseconds after;
+%% the bound only guards against a lost one.
+-define(LATE_CALLBACK_WAIT, 5000).
 
 -type name() :: atom() | binary().
 -type code() :: iodata() | unicode:chardata().
@@ -188,17 +191,29 @@ await(Ref, Request, Deadline) ->
     after min(remaining(Deadline), ?MAX_AFTER) ->
         case remaining(Deadline) of
             0 ->
-                case py_nif:cancel(Request) of
-                    already_sent ->
-                        receive {py_result, Ref, Result} -> Result end;
-                    ok ->
-                        flush_callbacks(Ref),
-                        {error, timeout}
-                end;
+                cancel(Ref, Request);
             _ ->
                 %% A timeout longer than `receive' allows: wait again.
                 await(Ref, Request, Deadline)
         end
+    end.
+
+%% At the deadline: the result if it was sent already, else {error, timeout}
+%% with nothing for this request left to arrive.
+-spec cancel(reference(), py_nif:request()) -> ok | {ok, term()} | {error, error_reason()}.
+cancel(Ref, Request) ->
+    case py_nif:cancel(Request) of
+        already_sent ->
+            receive {py_result, Ref, Result} -> Result end;
+        callback_pending ->
+            %% Python registered a callback whose message has not been
+            %% received: take it, or it would land after we return.
+            receive {py_callback, Ref, _, _, _} -> ok after ?LATE_CALLBACK_WAIT -> ok end,
+            flush_callbacks(Ref),
+            {error, timeout};
+        ok ->
+            flush_callbacks(Ref),
+            {error, timeout}
     end.
 
 %% Callbacks that arrived after the deadline: their threads were woken by the

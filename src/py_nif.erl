@@ -38,7 +38,8 @@ submit(_Kind, _Ref, _Payload) ->
     erlang:nif_error(not_loaded).
 
 %% @doc Cancels a request: interrupts it if it runs, drops it if it waits.
--spec cancel(request()) -> ok | already_sent.
+%% `callback_pending': a callback message for it is still to arrive.
+-spec cancel(request()) -> ok | already_sent | callback_pending.
 cancel(_Request) ->
     erlang:nif_error(not_loaded).
 

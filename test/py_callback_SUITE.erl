@@ -26,7 +26,7 @@
          gil_released_while_waiting/1, callback_after_timeout/1,
          callback_when_caller_dies/1, dispatcher_fun_crashes/1, timeout_checked_between_callbacks/1,
          timeout_during_callback_loop/1, nested_call_timeout/1, run_shell_example/1,
-         nothing_left_behind/1]).
+         no_stray_callback_message/1, no_leak/1, nothing_left_behind/1]).
 %% Called by register_function/3 and on the peer node.
 -export([sum_args/1, peer_nested/1]).
 
@@ -44,7 +44,8 @@ all() ->
      nested_10_levels_one_worker, threads_8x1000, thread_pool_executor,
      gil_released_while_waiting, callback_after_timeout, callback_when_caller_dies,
      dispatcher_fun_crashes, timeout_checked_between_callbacks, timeout_during_callback_loop,
-     nested_call_timeout, run_shell_example, nothing_left_behind].
+     nested_call_timeout, run_shell_example, no_stray_callback_message, no_leak,
+     nothing_left_behind].
 
 -spec init_per_suite(list()) -> list().
 init_per_suite(Config) ->
@@ -635,6 +636,56 @@ collect_output(Port, Acc) ->
         {Port, {data, Data}} -> collect_output(Port, [Acc, Data]);
         {Port, {exit_status, _Status}} -> iolist_to_binary(Acc)
     end.
+
+%% @doc A py:call that times out while its Python is making a callback leaves no
+%% {py_callback, ...} message behind in the caller's mailbox, even when the callback's message
+%% is still on its way at the deadline (3000 timeouts of a callback loop, 1 ms each).
+-spec no_stray_callback_message(list()) -> term().
+no_stray_callback_message(_Config) ->
+    ok = py:exec(<<"import erlang\n"
+                   "def fast_callback_loop():\n"
+                   "    while True:\n"
+                   "        erlang.call('ident', 1)\n">>),
+    Results = [py:call('__main__', fast_callback_loop, [], #{}, 1) || _ <- lists:seq(1, 3000)],
+    ?assertEqual([{error, timeout}], lists:usort(Results)),
+    timer:sleep(100),
+    ?assertEqual([], flush()).
+
+%% @doc Callbacks and their cancellations leak nothing: the OS process's resident memory stays
+%% put over rounds of 12,500 callbacks with 1 KB arguments (from a worker and from a thread)
+%% and 100 cancelled callback loops; leaking the arguments alone would add 12.5 MB a round.
+-spec no_leak(list()) -> term().
+no_leak(_Config) ->
+    ok = py:register_function(short_sleep, fun([]) -> timer:sleep(2), ok end),
+    ok = py:exec(<<"import erlang, threading\n"
+                   "def leak_many(n):\n"
+                   "    for _ in range(n):\n"
+                   "        erlang.call('ident', b'x' * 1000)\n"
+                   "def leak_thread(n):\n"
+                   "    t = threading.Thread(target=leak_many, args=(n,))\n"
+                   "    t.start()\n"
+                   "    t.join()\n"
+                   "def leak_loop():\n"
+                   "    while True:\n"
+                   "        erlang.call('short_sleep')\n">>),
+    Round = fun() ->
+        {ok, none} = py:call('__main__', leak_many, [10000]),
+        {ok, none} = py:call('__main__', leak_thread, [2500]),
+        [{error, timeout} = py:call('__main__', leak_loop, [], #{}, 5) || _ <- lists:seq(1, 100)],
+        ok = dispatcher_idle(100),
+        rss_kb()
+    end,
+    First = Round(),
+    Rounds = [Round() || _ <- [1, 2]],
+    ct:comment("resident memory after each round (kB): ~p", [[First | Rounds]]),
+    ?assert(lists:last(Rounds) - First < 8 * 1024),
+    ?assertEqual([], flush()).
+
+-spec rss_kb() -> non_neg_integer().
+rss_kb() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+) kB", [{capture, all_but_first, binary}]),
+    binary_to_integer(Kb).
 
 %% @doc Last: after every case above (cancellations included), no Python thread is left
 %% running and every worker is free (as many 300 ms sleeps as workers finish together).

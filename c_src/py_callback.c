@@ -102,7 +102,10 @@ raise_reply_error(ErlNifEnv *env, const ERL_NIF_TERM *elems, int arity, PyObject
     PyObject *kind = NULL, *reason = NULL, *formatted = NULL, *stack = NULL, *exc = NULL;
 
     if (arity == 2 && elems[1] == atom_unknown_function) {
-        exc = PyObject_CallOneArg(erlmod_exception("UnknownFunction"), name);
+        /* A plain str: the message reads 'f', not Atom('f'). */
+        PyObject *text = PyUnicode_FromObject(name);
+        exc = text == NULL ? NULL : PyObject_CallOneArg(erlmod_exception("UnknownFunction"), text);
+        Py_XDECREF(text);
     } else if (arity == 5) {
         kind = conv_to_py(env, elems[1]);
         formatted = kind == NULL ? NULL : conv_to_py(env, elems[3]);

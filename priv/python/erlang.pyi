@@ -83,6 +83,8 @@ class ErlangException(Error):
     """Atom('error'), Atom('throw') or Atom('exit')."""
     reason: Any
     """The reason converted to Python; its text where it cannot be converted."""
+    formatted_reason: str
+    """The reason as Erlang prints it (~p)."""
     stacktrace: str
     """The Erlang stacktrace, as text."""
     def __init__(self, kind: Atom, reason: Any, formatted_reason: str, stacktrace: str) -> None: ...

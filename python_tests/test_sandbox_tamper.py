@@ -38,13 +38,24 @@ TOUCHY_MODULES = (
 
 @pytest.fixture
 def restore_modules():
-    """Puts sys.modules back as it was, whatever the test deleted, swapped or reloaded."""
+    """Puts sys.modules back as it was, whatever the test deleted or swapped, and the
+    namespaces of the modules involved too (importlib.reload rebinds them in place: a reloaded
+    os has a new os.environ, a _sandbox reloaded over a fake _erlang_sandbox keeps the fake's
+    functions)."""
     saved = dict(sys.modules)
+    namespaces = [
+        (sys.modules[name], dict(vars(sys.modules[name])))
+        for name in TOUCHY_MODULES
+        if name in sys.modules
+    ]
     yield
     for name in list(sys.modules):
         if name not in saved:
             del sys.modules[name]
     sys.modules.update(saved)
+    for module, namespace in namespaces:
+        vars(module).clear()
+        vars(module).update(namespace)
 
 
 def assert_still_sandboxed(w) -> None:
@@ -208,3 +219,12 @@ def test_import_posix_directly(witness):  # noqa: F811
         with pytest.raises(RuntimeError) as raised:
             attempt()
         assert str(raised.value) == spawn_message(op)
+
+
+def test_tampering_left_nothing_behind():
+    """After the tests above (their fixtures restore what they changed), the sandbox's Python
+    face is the real one again."""
+    from _erlang_impl._sandbox import is_sandboxed
+
+    assert is_sandboxed() is True
+    assert sys.modules["_erlang_impl._sandbox"].is_sandboxed is C_SAYS_SANDBOXED

@@ -30,7 +30,8 @@ groups() ->
                   closerange_is_made_harmless, dup2_onto_vm_fds, sys_exit_in_main_code,
                   sys_exit_in_threads, sys_exit_in_asyncio_task, raw_ctypes_exec_and_vfork,
                   cffi_exec_and_vfork,
-                  sandbox_survives_tampering_in_a_fresh_vm]}].
+                  sandbox_survives_tampering_in_a_fresh_vm,
+                  sandbox_survives_application_restart]}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -379,6 +380,21 @@ sandbox_survives_tampering_in_a_fresh_vm(Config) ->
              "                   'os.abort'], refused\n"
              "assert refused[2] in ('_posixsubprocess.fork_exec', 'os.posix_spawn'), refused\n"
              "assert importlib.import_module('_erlang_sandbox').is_sandboxed()\n").
+
+%% @doc After application:stop/1 and a new start, the sandbox is still installed and still
+%% refuses.
+sandbox_survives_application_restart(Config) ->
+    in_peer(Config,
+            fun(Peer, File) ->
+                    ok = peer:call(Peer, application, stop, [erlang_python]),
+                    {ok, _} = peer:call(Peer, application, ensure_all_started, [erlang_python]),
+                    ?assertEqual({ok, true},
+                                 peer:call(Peer, py, eval,
+                                           [<<"__import__('_erlang_sandbox').is_sandboxed()">>])),
+                    Code = python("import os\nos.system(TOUCH + ' ' + TOUCH_FILE)", File),
+                    {error, {'RuntimeError', Message, _}} = peer:call(Peer, py, exec, [Code]),
+                    ?assertEqual(spawn_message("os.system"), Message)
+            end).
 
 %%% Helpers
 

@@ -155,8 +155,9 @@ static int sbx_audit_os(const char *what, PyObject *args)
         return sbx_refuse_os("os.spawnv", sbx_spawn_names);
     }
     if (strcmp(what, "kill") == 0 || strcmp(what, "killpg") == 0) {
+        /* CPython converted both to C ints before the event: these are exact ints */
         target = sbx_as_long(sbx_event_arg(args, 0), 1);
-        sig = sbx_as_long(sbx_event_arg(args, 1), 0);
+        sig = sbx_as_long(sbx_event_arg(args, 1), -1);
         if (sig == 0) {
             return 0;
         }
@@ -268,23 +269,32 @@ static int sbx_audit_dlsym(PyObject *args)
     return 0;
 }
 
-/* -1 when a limit of `limits` (a (soft, hard) pair) is below the one the VM had when
- * Python started: raising a limit, and setting it back afterwards, stay allowed. */
+/* -1 when `limits`, a (soft, hard) pair, sets a limit below the one the VM had when Python
+ * started: raising a limit, and setting it back afterwards, stay allowed. The audit event
+ * carries the caller's object, which the original converts after the hook: only an exact
+ * tuple or list of exact ints converts without running Python code that could answer
+ * differently the second time, so anything else counts as lowering. */
 static int sbx_lowers_limit(PyObject *resource, PyObject *limits)
 {
     long which = sbx_as_long(resource, -1);
+    PyObject *item = NULL;
     unsigned long long wanted;
     rlim_t initial;
     int i;
 
-    if (which < 0 || which >= RLIM_NLIMITS || limits == NULL || !PyTuple_Check(limits) ||
-        PyTuple_GET_SIZE(limits) != 2) {
+    if (which < 0 || which >= RLIM_NLIMITS || limits == NULL) {
+        return 0; /* the original rejects it */
+    }
+    if (!PyTuple_CheckExact(limits) && !PyList_CheckExact(limits)) {
+        return -1;
+    }
+    if (PySequence_Fast_GET_SIZE(limits) != 2) {
         return 0; /* the original rejects it */
     }
     for (i = 0; i < 2; i++) {
-        PyObject *item = PyTuple_GET_ITEM(limits, i);
-        if (!PyLong_Check(item)) {
-            return 0;
+        item = PySequence_Fast_GET_ITEM(limits, i);
+        if (!PyLong_CheckExact(item)) {
+            return -1;
         }
         wanted = PyLong_AsUnsignedLongLongMask(item);
         if (PyErr_Occurred()) {

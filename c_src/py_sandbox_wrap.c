@@ -17,14 +17,101 @@ typedef PyObject *(*sbx_fastkw_fn)(PyObject *, PyObject *const *, Py_ssize_t, Py
 
 #define SBX_CONVENTION (METH_VARARGS | METH_KEYWORDS | METH_NOARGS | METH_O | METH_FASTCALL)
 
-/* One call as the wrapper received it, whatever the calling convention. */
+#define SBX_MAX_ARGS 8
+
+/* One call as the wrapper received it, whatever the calling convention. A guard may settle
+ * an argument (sbx_settle_*): convert it once, check the result, and put the result in the
+ * call, so that the original sees exactly the value that was checked; an __index__ or
+ * __bool__ that answered differently the second time cannot slip past the check. */
 typedef struct {
     PyObject *const *args; /* positional, then (FASTCALL) the keyword values */
     Py_ssize_t nargs;
     PyObject *kwnames; /* FASTCALL|KEYWORDS */
     PyObject *tuple;   /* VARARGS */
     PyObject *kwargs;  /* VARARGS|KEYWORDS */
+    /* what settling allocated, released by sbx_call_release */
+    PyObject *copy[SBX_MAX_ARGS];
+    PyObject *owned[SBX_MAX_ARGS];
+    int nowned;
+    PyObject *own_tuple;
+    PyObject *own_kwargs;
 } sbx_call;
+
+static void sbx_call_release(sbx_call *call)
+{
+    int i;
+
+    for (i = 0; i < call->nowned; i++) {
+        Py_DECREF(call->owned[i]);
+    }
+    Py_XDECREF(call->own_tuple);
+    Py_XDECREF(call->own_kwargs);
+}
+
+/* Puts `value` (a new reference, stolen) in the call in place of the argument at position
+ * `pos` or keyword `name`, which must be present. 0, or -1 with an exception set. */
+static int sbx_replace_arg(sbx_call *call, Py_ssize_t pos, const char *name, PyObject *value)
+{
+    Py_ssize_t total = call->nargs;
+    Py_ssize_t i;
+    Py_ssize_t at = -1;
+
+    if (call->nowned == SBX_MAX_ARGS) {
+        Py_DECREF(value);
+        PyErr_SetString(PyExc_TypeError, "sandbox: too many arguments to check");
+        return -1;
+    }
+    call->owned[call->nowned++] = value;
+    if (call->tuple != NULL) {
+        if (pos < call->nargs) {
+            PyObject *tuple = PyTuple_New(call->nargs);
+            if (tuple == NULL) {
+                return -1;
+            }
+            for (i = 0; i < call->nargs; i++) {
+                PyObject *item = i == pos ? value : call->args[i];
+                Py_INCREF(item);
+                PyTuple_SET_ITEM(tuple, i, item);
+            }
+            Py_XDECREF(call->own_tuple);
+            call->own_tuple = call->tuple = tuple;
+            call->args = ((PyTupleObject *)tuple)->ob_item;
+            return 0;
+        }
+        if (call->own_kwargs == NULL) {
+            call->own_kwargs = PyDict_Copy(call->kwargs);
+            if (call->own_kwargs == NULL) {
+                return -1;
+            }
+            call->kwargs = call->own_kwargs;
+        }
+        return PyDict_SetItemString(call->kwargs, name, value);
+    }
+    if (pos < call->nargs) {
+        at = pos;
+    }
+    if (call->kwnames != NULL) {
+        total += PyTuple_GET_SIZE(call->kwnames);
+        for (i = 0; at < 0 && i < PyTuple_GET_SIZE(call->kwnames); i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(call->kwnames, i), name) ==
+                0) {
+                at = call->nargs + i;
+            }
+        }
+    }
+    if (at < 0 || total > SBX_MAX_ARGS) {
+        PyErr_SetString(PyExc_TypeError, "sandbox: cannot check this call's arguments");
+        return -1;
+    }
+    if (call->args != call->copy) {
+        for (i = 0; i < total; i++) {
+            call->copy[i] = call->args[i];
+        }
+        call->args = call->copy;
+    }
+    call->copy[at] = value;
+    return 0;
+}
 
 struct sbx_patch;
 
@@ -33,7 +120,7 @@ enum sbx_verdict { SBX_ALLOW, SBX_DENIED, SBX_DONE };
 /* Decides a call: SBX_ALLOW runs the original, SBX_DENIED has set an exception, SBX_DONE
  * has put the call's result in *result. */
 typedef enum sbx_verdict (*sbx_guard)(struct sbx_patch *patch, PyObject *self,
-                                      const sbx_call *call, PyObject **result);
+                                      sbx_call *call, PyObject **result);
 
 typedef struct sbx_patch {
     const char *module;
@@ -93,7 +180,7 @@ static PyObject *sbx_call_original(sbx_patch *patch, PyObject *self, const sbx_c
 static PyObject *sbx_call_original_with(sbx_patch *patch, PyObject *self,
                                         PyObject *const *args, Py_ssize_t nargs)
 {
-    sbx_call call = {args, nargs, NULL, NULL, NULL};
+    sbx_call call = {args, nargs, NULL, NULL, NULL, {NULL}, {NULL}, 0, NULL, NULL};
     PyObject *result = NULL;
     Py_ssize_t i;
 
@@ -112,7 +199,7 @@ static PyObject *sbx_call_original_with(sbx_patch *patch, PyObject *self,
     return result;
 }
 
-static enum sbx_verdict sbx_deny(sbx_patch *patch, PyObject *self, const sbx_call *call,
+static enum sbx_verdict sbx_deny(sbx_patch *patch, PyObject *self, sbx_call *call,
                                  PyObject **result)
 {
     sbx_refuse(patch->op, patch->kind);
@@ -120,14 +207,14 @@ static enum sbx_verdict sbx_deny(sbx_patch *patch, PyObject *self, const sbx_cal
 }
 
 static enum sbx_verdict sbx_deny_signal_handler(sbx_patch *patch, PyObject *self,
-                                                const sbx_call *call, PyObject **result)
+                                                sbx_call *call, PyObject **result)
 {
     sbx_refuse_signal_handler(patch->op);
     return SBX_DENIED;
 }
 
 /* faulthandler.enable would put its handlers over the VM's SIGSEGV, SIGABRT... ones. */
-static enum sbx_verdict sbx_noop(sbx_patch *patch, PyObject *self, const sbx_call *call,
+static enum sbx_verdict sbx_noop(sbx_patch *patch, PyObject *self, sbx_call *call,
                                  PyObject **result)
 {
     Py_INCREF(Py_None);
@@ -135,13 +222,81 @@ static enum sbx_verdict sbx_noop(sbx_patch *patch, PyObject *self, const sbx_cal
     return SBX_DONE;
 }
 
-static enum sbx_verdict sbx_guard_close(sbx_patch *patch, PyObject *self,
-                                        const sbx_call *call, PyObject **result)
+/* Settles an int argument: converts it once (__index__), stores the exact int in the call
+ * and its value in *value; *value is LONG_MAX if it does not fit a long (the original then
+ * refuses it too). 0 when settled, 1 when the argument is absent, -1 with an exception. */
+static int sbx_settle_index(sbx_call *call, Py_ssize_t pos, const char *name, long *value)
+{
+    PyObject *arg = sbx_arg(call, pos, name);
+    PyObject *index = NULL;
+
+    if (arg == NULL) {
+        return 1;
+    }
+    if (PyLong_CheckExact(arg)) {
+        index = arg; /* converting it runs no Python code: nothing to settle */
+        Py_INCREF(index);
+    } else {
+        Py_INCREF(arg); /* __index__ runs Python code */
+        index = PyNumber_Index(arg);
+        Py_DECREF(arg);
+        if (index == NULL) {
+            return -1;
+        }
+    }
+    *value = PyLong_AsLong(index);
+    if (*value == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            Py_DECREF(index);
+            return -1;
+        }
+        PyErr_Clear();
+        *value = LONG_MAX;
+    }
+    if (index == arg) {
+        Py_DECREF(index);
+        return 0;
+    }
+    return sbx_replace_arg(call, pos, name, index);
+}
+
+/* Settles a flag argument the same way (__bool__ once, an exact bool in the call). */
+static int sbx_settle_truth(sbx_call *call, Py_ssize_t pos, const char *name, int *value)
+{
+    PyObject *arg = sbx_arg(call, pos, name);
+    PyObject *flag = NULL;
+    int is_bool;
+
+    if (arg == NULL) {
+        *value = 0;
+        return 1;
+    }
+    Py_INCREF(arg); /* __bool__ runs Python code */
+    *value = PyObject_IsTrue(arg);
+    is_bool = PyBool_Check(arg);
+    Py_DECREF(arg);
+    if (*value < 0) {
+        return -1;
+    }
+    if (is_bool) {
+        return 0;
+    }
+    flag = *value ? Py_True : Py_False;
+    Py_INCREF(flag);
+    return sbx_replace_arg(call, pos, name, flag);
+}
+
+static enum sbx_verdict sbx_guard_close(sbx_patch *patch, PyObject *self, sbx_call *call,
+                                        PyObject **result)
 {
     char op[SBX_OP_MAX];
-    long fd = sbx_as_long(sbx_arg(call, 0, "fd"), -1);
+    long fd = -1;
+    int settled = sbx_settle_index(call, 0, "fd", &fd);
 
-    if (!sbx_is_vm_fd(fd)) {
+    if (settled < 0) {
+        return SBX_DENIED;
+    }
+    if (settled > 0 || !sbx_is_vm_fd(fd)) {
         return SBX_ALLOW;
     }
     snprintf(op, sizeof(op), "os.close(%ld)", fd);
@@ -149,13 +304,17 @@ static enum sbx_verdict sbx_guard_close(sbx_patch *patch, PyObject *self,
     return SBX_DENIED;
 }
 
-static enum sbx_verdict sbx_guard_dup2(sbx_patch *patch, PyObject *self,
-                                       const sbx_call *call, PyObject **result)
+static enum sbx_verdict sbx_guard_dup2(sbx_patch *patch, PyObject *self, sbx_call *call,
+                                       PyObject **result)
 {
     char op[SBX_OP_MAX];
-    long fd2 = sbx_as_long(sbx_arg(call, 1, "fd2"), -1);
+    long fd2 = -1;
+    int settled = sbx_settle_index(call, 1, "fd2", &fd2);
 
-    if (!sbx_is_vm_fd(fd2)) {
+    if (settled < 0) {
+        return SBX_DENIED;
+    }
+    if (settled > 0 || !sbx_is_vm_fd(fd2)) {
         return SBX_ALLOW;
     }
     snprintf(op, sizeof(op), "os.dup2 onto fd %ld", fd2);
@@ -164,19 +323,27 @@ static enum sbx_verdict sbx_guard_dup2(sbx_patch *patch, PyObject *self,
 }
 
 /* os.closerange is made harmless: it closes the fds of the range that are not the VM's. */
-static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
-                                             const sbx_call *call, PyObject **result)
+static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self, sbx_call *call,
+                                             PyObject **result)
 {
     PyObject *bounds[2] = {NULL, NULL};
     PyObject *done = NULL;
-    long low = sbx_as_long(sbx_arg(call, 0, "fd_low"), -1);
-    long high = sbx_as_long(sbx_arg(call, 1, "fd_high"), -1);
+    long low = -1;
+    long high = -1;
     long start;
     long fd;
     int spared = 0;
+    int settled;
 
-    if (call->nargs != 2 || low < 0 || high <= low || high > INT_MAX) {
-        return SBX_ALLOW; /* invalid, empty or too large: the original decides */
+    settled = sbx_settle_index(call, 0, "fd_low", &low);
+    if (settled == 0) {
+        settled = sbx_settle_index(call, 1, "fd_high", &high);
+    }
+    if (settled < 0) {
+        return SBX_DENIED;
+    }
+    if (settled > 0 || call->nargs != 2 || low < 0 || high <= low || high > INT_MAX) {
+        return SBX_ALLOW; /* absent, invalid, empty or too large: the original decides */
     }
     for (fd = low; fd < high && fd < sbx_vm_fd_count; fd++) {
         spared |= sbx_is_vm_fd(fd);
@@ -213,9 +380,15 @@ static enum sbx_verdict sbx_guard_closerange(sbx_patch *patch, PyObject *self,
 }
 
 static enum sbx_verdict sbx_guard_pthread_kill(sbx_patch *patch, PyObject *self,
-                                               const sbx_call *call, PyObject **result)
+                                               sbx_call *call, PyObject **result)
 {
-    if (sbx_as_long(sbx_arg(call, 1, "signalnum"), 0) == 0) {
+    long signum = -1;
+    int settled = sbx_settle_index(call, 1, "signalnum", &signum);
+
+    if (settled < 0) {
+        return SBX_DENIED;
+    }
+    if (settled > 0 || signum == 0) {
         return SBX_ALLOW;
     }
     sbx_refuse(patch->op, SBX_SELF_SIGNAL);
@@ -223,15 +396,14 @@ static enum sbx_verdict sbx_guard_pthread_kill(sbx_patch *patch, PyObject *self,
 }
 
 static enum sbx_verdict sbx_guard_dump_later(sbx_patch *patch, PyObject *self,
-                                             const sbx_call *call, PyObject **result)
+                                             sbx_call *call, PyObject **result)
 {
-    PyObject *exit_flag = sbx_arg(call, 3, "exit");
-    int truth = exit_flag != NULL ? PyObject_IsTrue(exit_flag) : 0;
+    int exit_flag = 0;
 
-    if (truth < 0) {
+    if (sbx_settle_truth(call, 3, "exit", &exit_flag) < 0) {
         return SBX_DENIED;
     }
-    if (!truth) {
+    if (!exit_flag) {
         return SBX_ALLOW;
     }
     sbx_refuse("faulthandler.dump_traceback_later(exit=True)", SBX_EXIT);
@@ -274,7 +446,7 @@ static PyObject *sbx_enter(int i, PyObject *self, PyObject *const *args, Py_ssiz
                            PyObject *kwnames, PyObject *tuple, PyObject *kwargs)
 {
     sbx_patch *patch = &sbx_patches[i];
-    sbx_call call = {args, nargs, kwnames, tuple, kwargs};
+    sbx_call call = {args, nargs, kwnames, tuple, kwargs, {NULL}, {NULL}, 0, NULL, NULL};
     PyObject *result = NULL;
 
     if (tuple != NULL) {
@@ -283,12 +455,16 @@ static PyObject *sbx_enter(int i, PyObject *self, PyObject *const *args, Py_ssiz
     }
     switch (patch->guard(patch, self, &call, &result)) {
     case SBX_ALLOW:
-        return sbx_call_original(patch, self, &call);
+        result = sbx_call_original(patch, self, &call);
+        break;
     case SBX_DONE:
-        return result;
+        break;
     default:
-        return NULL;
+        result = NULL;
+        break;
     }
+    sbx_call_release(&call);
+    return result;
 }
 
 /* Each patched def gets the wrapper of its calling convention from its own slot: a wrapper

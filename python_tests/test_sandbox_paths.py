@@ -400,6 +400,69 @@ def test_lowering_a_resource_limit_is_refused(witness):  # noqa: F811
     assert _first_line(raised.value) == "resource.setrlimit" + BLOCKED
 
 
+# ---- arguments that change their mind ----------------------------------------------------
+
+
+class Fickle:
+    """An argument whose __index__ and __bool__ answer differently each time: the wrapper
+    must check the very value the original then uses."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def _next(self):
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def __index__(self):
+        return self._next()
+
+    def __bool__(self):
+        return bool(self._next())
+
+
+def test_fickle_exit_flag_is_checked_once(witness):  # noqa: F811
+    """dump_traceback_later(exit=x) where x is false when first asked and true afterwards:
+    the wrapper passes on the value it checked, so no exit is armed (the hour-long timer is
+    cancelled either way); x true when first asked is refused."""
+    try:
+        faulthandler.dump_traceback_later(3600, file=sys.__stderr__, exit=Fickle(False, True))
+        with pytest.raises(RuntimeError):
+            faulthandler.dump_traceback_later(3600, file=sys.__stderr__, exit=Fickle(True, False))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def test_fickle_signal_number_is_checked_once(witness):  # noqa: F811
+    """pthread_kill(tid, x) where x is 0 when checked and SIGUSR1 afterwards sends nothing."""
+    signal.pthread_kill(threading.get_ident(), Fickle(0, int(signal.SIGUSR1)))
+    with pytest.raises(RuntimeError):
+        signal.pthread_kill(threading.get_ident(), Fickle(int(signal.SIGUSR1), 0))
+
+
+def test_resource_limits_as_list_or_other_sequence(witness):  # noqa: F811
+    """Lowering a limit given as a list is refused too; limits given as anything but a tuple
+    or list of ints cannot be checked safely and are refused; a list that raises is fine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    class Limits:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            if i > 1:
+                raise IndexError(i)
+            return (soft, hard)[i]
+
+    try:
+        with pytest.raises(RuntimeError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, [soft - 1, hard])
+        with pytest.raises(RuntimeError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, Limits())
+        resource.setrlimit(resource.RLIMIT_NOFILE, [hard, hard])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 # ---- sys.exit -----------------------------------------------------------------------------
 
 

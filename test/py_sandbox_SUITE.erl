@@ -27,7 +27,7 @@ groups() ->
                   kill_own_pid, kill_own_thread, kill_own_group, kill_every_process,
                   killpg_own_group, pthread_kill, alarm, setitimer, raise_signal,
                   faulthandler_exit_later, faulthandler_crash_helpers, close_vm_fds,
-                  closerange_is_made_harmless, dup2_onto_vm_fds, sys_exit_in_main_code,
+                  closerange_is_made_harmless, dup2_onto_vm_fds, fickle_fd_arguments, sys_exit_in_main_code,
                   sys_exit_in_threads, sys_exit_in_asyncio_task, raw_ctypes_exec_and_vfork,
                   cffi_exec_and_vfork,
                   sandbox_survives_tampering_in_a_fresh_vm,
@@ -259,6 +259,34 @@ dup2_onto_vm_fds(Config) ->
              "        refused += 1\n"
              "os.close(fd)\n"
              "assert refused == len(vm_fds)\n").
+
+%% @doc Arguments whose __index__ answers a harmless fd when checked and a VM fd afterwards
+%% reach the original as the value that was checked: os.close, os.dup2 and os.closerange
+%% leave the VM's descriptors alone.
+fickle_fd_arguments(Config) ->
+    harmless(Config,
+             "import os\n"
+             "class Fickle:\n"
+             "    def __init__(self, *answers):\n"
+             "        self.answers = list(answers)\n"
+             "    def __index__(self):\n"
+             "        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]\n"
+             "before = [os.fstat(fd) for fd in (0, 1, 2)]\n"
+             "mine = os.open(os.devnull, os.O_RDONLY)\n"
+             "os.close(Fickle(mine, 2))\n"
+             "try:\n"
+             "    os.fstat(mine)\n"
+             "except OSError:\n"
+             "    pass\n"
+             "else:\n"
+             "    raise AssertionError('the checked fd was not the one closed')\n"
+             "mine = os.open(os.devnull, os.O_RDONLY)\n"
+             "os.dup2(mine, Fickle(mine + 100, 1))\n"
+             "os.close(mine + 100)\n"
+             "os.closerange(Fickle(mine, 0), Fickle(mine + 1, 65536))\n"
+             "after = [os.fstat(fd) for fd in (0, 1, 2)]\n"
+             "assert [(s.st_dev, s.st_ino) for s in before] == "
+             "[(s.st_dev, s.st_ino) for s in after]\n").
 
 %% @doc sys.exit() in the code of a call is an error value; the VM goes on.
 sys_exit_in_main_code(Config) ->

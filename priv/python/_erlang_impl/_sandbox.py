@@ -31,7 +31,9 @@ re-import or replace it.
    _posixsubprocess.fork_exec, signal.alarm / setitimer / raise_signal / signal /
    siginterrupt / set_wakeup_fd / pthread_kill, faulthandler.register,
    dump_traceback_later(exit=True) and faulthandler's crash helpers; faulthandler.enable is
-   made a no-op (it would put its handlers over the VM's).
+   made a no-op (it would put its handlers over the VM's). A wrapper converts each argument
+   it checks once (__index__, __bool__) and passes the converted value on, so an argument
+   cannot answer one thing to the check and another to the original.
 3. A seccomp-bpf filter on every thread that runs Python (and so on the threads they
    start): fork, vfork, execve, execveat and clone of a new process fail with EPERM, clone3
    with ENOSYS (glibc then makes threads with clone). It stops native code, ctypes or cffi,

@@ -53,6 +53,16 @@ static const char *const sbx_reason[] = {
                    "The sandbox cannot be removed once installed.",
 };
 
+/* PY_SANDBOX_BENCH_BASELINE builds a NIF without the sandbox (only `_erlang_sandbox`, whose
+ * is_sandboxed() is then False), for bench/sandbox.escript to measure what the sandbox
+ * costs. It is a compile-time choice made in a copy of the tree; no shipped build has it,
+ * and nothing at run time can select it. */
+#ifdef PY_SANDBOX_BENCH_BASELINE
+#define SBX_BASELINE 1
+#else
+#define SBX_BASELINE 0
+#endif
+
 static int sbx_preinit_done;
 static int sbx_hook_added;
 static int sbx_patched;
@@ -238,22 +248,59 @@ static int sbx_install_seccomp(void)
 }
 #endif
 
-int sandbox_thread_init(void)
+/* The kernel layer waits until Python code loads native code at run time (sbx_arm_kernel_
+ * layer, called by the audit hook): until then no thread pays for the filter, whose cost is
+ * that every system call of a filtered thread takes the kernel's slower entry path (about a
+ * tenth more for a Python loop that opens and reads a small file). Once armed, every Python
+ * thread puts itself under the filter at its next audit event, at sandbox_thread_init and at
+ * sandbox_before_request; threads it starts inherit the filter. */
+static atomic_int sbx_armed;
+static _Thread_local int sbx_thread_filter; /* 0: not yet, 1: filtered, -1: cannot be */
+
+static void sbx_filter_this_thread(void)
 {
 #ifdef SBX_HAVE_SECCOMP
     if (sbx_install_seccomp() == 0) {
+        sbx_thread_filter = 1;
         atomic_store(&sbx_seccomp_state, 1);
-        return 0;
+        return;
     }
     if (errno == EINVAL || errno == ENOSYS || errno == EACCES) {
         atomic_store(&sbx_seccomp_state, -1);
-        return 0;
     }
-    return -1;
+    sbx_thread_filter = -1;
 #else
     atomic_store(&sbx_seccomp_state, -1);
-    return 0;
+    sbx_thread_filter = -1;
 #endif
+}
+
+void sbx_filter_thread_if_armed(void)
+{
+    if (sbx_thread_filter == 0 && atomic_load_explicit(&sbx_armed, memory_order_acquire)) {
+        sbx_filter_this_thread();
+    }
+}
+
+void sbx_arm_kernel_layer(void)
+{
+    if (SBX_BASELINE) {
+        return;
+    }
+    atomic_store_explicit(&sbx_armed, 1, memory_order_release);
+    sbx_filter_thread_if_armed();
+}
+
+int sandbox_thread_init(void)
+{
+    sbx_filter_thread_if_armed();
+    return 0;
+}
+
+int sandbox_before_request(void)
+{
+    sbx_filter_thread_if_armed();
+    return 0;
 }
 
 /* ---- the _erlang_sandbox module ---------------------------------------------------- */
@@ -292,13 +339,12 @@ static PyObject *sbx_status(PyObject *module, PyObject *unused)
         }
         Py_CLEAR(item);
     }
-    status = Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O}", "audit_hook",
-                           sbx_hook_added ? Py_True : Py_False, "wrapped", wrapped, "vm_fds",
-                           fds, "seccomp_available",
-                           state == 1 ? Py_True : (state == -1 ? Py_False : Py_None),
-                           "seccomp_thread",
-                           prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 2 ? Py_True : Py_False,
-                           "installed", sbx_hook_added && sbx_patched ? Py_True : Py_False);
+    status = Py_BuildValue(
+        "{s:O,s:O,s:O,s:s,s:O,s:O}", "audit_hook", sbx_hook_added ? Py_True : Py_False,
+        "wrapped", wrapped, "vm_fds", fds, "kernel_layer",
+        state == -1 ? "unavailable" : (atomic_load(&sbx_armed) ? "armed" : "standby"),
+        "seccomp_thread", prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 2 ? Py_True : Py_False,
+        "installed", sbx_hook_added && sbx_patched ? Py_True : Py_False);
 done:
     Py_XDECREF(item);
     Py_XDECREF(wrapped);
@@ -306,7 +352,16 @@ done:
     return status;
 }
 
+static PyObject *sbx_arm(PyObject *module, PyObject *unused)
+{
+    sbx_arm_kernel_layer();
+    return PyBool_FromLong(prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 2);
+}
+
 static PyMethodDef sbx_methods[] = {
+    {"arm_kernel_layer", sbx_arm, METH_NOARGS,
+     "Arms the seccomp layer now (it arms itself when native code is loaded); it cannot be "
+     "disarmed. True when the calling thread is then filtered."},
     {"is_sandboxed", sbx_is_sandboxed, METH_NOARGS,
      "True when the C audit hook and the checking wrappers are installed."},
     {"thread_filtered", sbx_thread_filtered, METH_NOARGS,
@@ -374,15 +429,6 @@ static PyObject *sbx_module_init(void)
 
 /* ---- entry points ------------------------------------------------------------------ */
 
-/* PY_SANDBOX_BENCH_BASELINE builds a NIF without the sandbox (only `_erlang_sandbox`, whose
- * is_sandboxed() is then False), for bench/sandbox.escript to measure what the sandbox
- * costs. It is a compile-time choice made in a copy of the tree; no shipped build has it,
- * and nothing at run time can select it. */
-#ifdef PY_SANDBOX_BENCH_BASELINE
-#define SBX_BASELINE 1
-#else
-#define SBX_BASELINE 0
-#endif
 
 int sandbox_preinit(void)
 {

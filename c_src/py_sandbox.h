@@ -21,10 +21,15 @@ int sandbox_preinit(void);
  * set. */
 int sandbox_postinit(void);
 
-/* At the start of every thread that will run Python (before it first takes the GIL):
- * installs the seccomp filter on the calling thread; threads it starts inherit it. Returns
- * 0 when the filter is installed or the kernel has no seccomp (the audit hook and wrappers
- * still apply; `_erlang_sandbox.status()` says so), -1 if installing it failed otherwise. */
+/* At the start of every thread that will run Python (before it first takes the GIL): puts
+ * the calling thread under the seccomp filter if the kernel layer is armed (it arms itself
+ * when Python code loads native code at run time; threads started later inherit the filter).
+ * Returns 0. */
 int sandbox_thread_init(void);
+
+/* On a worker thread, before it runs each request: the same as sandbox_thread_init (an
+ * atomic load when there is nothing to do), so that a worker started before the kernel layer
+ * was armed is filtered before it runs more Python code. Returns 0. */
+int sandbox_before_request(void);
 
 #endif

@@ -315,6 +315,9 @@ int sbx_audit_hook(const char *event, PyObject *args, void *data)
     PyObject *pid = NULL;
     (void)data;
 
+    /* Once the kernel layer is armed, each Python thread filters itself here, at its next
+     * audited operation: a thread-local load when it already is. */
+    sbx_filter_thread_if_armed();
     /* Called for every audited operation of every interpreter: reject most at once. */
     switch (event[0]) {
     case 'o':
@@ -334,6 +337,25 @@ int sbx_audit_hook(const char *event, PyObject *args, void *data)
     case 'c':
         if (strncmp(event, "ctypes.dlsym", 12) == 0) {
             return sbx_audit_dlsym(args);
+        }
+        /* A library loaded by name is native code that can reach libc without asking
+         * Python (ctypes' own dlopen(NULL) at import is not one). */
+        if (strcmp(event, "ctypes.dlopen") == 0) {
+            PyObject *name = sbx_event_arg(args, 0);
+            if (name != NULL && name != Py_None) {
+                sbx_arm_kernel_layer();
+            }
+        }
+        return 0;
+    case 'i':
+        /* cffi calls C without audit events; Tcl (tkinter) has its own `exec`. */
+        if (strcmp(event, "import") == 0) {
+            PyObject *name = sbx_event_arg(args, 0);
+            if (name != NULL && PyUnicode_Check(name) &&
+                (PyUnicode_CompareWithASCIIString(name, "_cffi_backend") == 0 ||
+                 PyUnicode_CompareWithASCIIString(name, "_tkinter") == 0)) {
+                sbx_arm_kernel_layer();
+            }
         }
         return 0;
     case 'r':

@@ -31,6 +31,8 @@ int sbx_refuse(const char *op, enum sbx_kind kind); /* sets RuntimeError, return
 int sbx_refuse_signal_handler(const char *op);       /* SignalBlockedError, returns -1 */
 int sbx_is_vm_fd(long fd);
 long sbx_as_long(PyObject *obj, long fallback);
+void sbx_arm_kernel_layer(void);       /* from now on, every Python thread is filtered */
+void sbx_filter_thread_if_armed(void); /* filters the calling thread if armed and not yet */
 
 /* py_sandbox_hook.c */
 int sbx_audit_hook(const char *event, PyObject *args, void *data);

@@ -246,8 +246,17 @@ def _argv(ffi, argv):
 
 
 def _needs_seccomp():
+    """The kernel layer is armed (loading cffi or a named library did it) and filters this
+    thread."""
+    if _erlang_sandbox.status()["kernel_layer"] == "unavailable":
+        pytest.skip("no seccomp on this kernel")
     if not _erlang_sandbox.thread_filtered():
         pytest.fail("this Python thread runs without the sandbox's seccomp filter")
+
+
+def _load_a_library():
+    """Loading a library by name through ctypes is what arms the kernel layer."""
+    return ctypes.CDLL("libc.so.6")
 
 
 def test_cffi_system_is_made_harmless(libc_cffi, witness):  # noqa: F811
@@ -292,6 +301,7 @@ def test_raw_ctypes_fork_is_made_harmless(witness):  # noqa: F811
     """fork() called through a ctypes pointer computed from libc's symbol table (no dlsym,
     no audit event) fails with EPERM: the seccomp filter. Were it let through, the child
     would exec `touch` at once."""
+    _load_a_library()
     _needs_seccomp()
     fork = raw_libc_function("fork", ctypes.c_int)
     execv = raw_libc_function("execv", ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -308,6 +318,7 @@ def test_raw_ctypes_fork_is_made_harmless(witness):  # noqa: F811
 def test_raw_ctypes_system_and_posix_spawn_are_made_harmless(witness):  # noqa: F811
     """system() and posix_spawn() through raw ctypes pointers fail: seccomp refuses the clone
     of a new process."""
+    _load_a_library()
     _needs_seccomp()
     system = raw_libc_function("system", ctypes.c_int, ctypes.c_char_p)
     assert system(witness.command.encode()) == 127 << 8
@@ -328,14 +339,22 @@ def test_raw_ctypes_system_and_posix_spawn_are_made_harmless(witness):  # noqa: 
 
 
 def test_threads_started_by_python_inherit_the_filter():
-    """The seccomp filter covers the threads that Python code starts."""
-    if not _erlang_sandbox.status()["seccomp_available"]:
-        pytest.skip("no seccomp on this kernel")
+    """Once armed, the seccomp filter covers the threads that Python code starts."""
+    _load_a_library()
+    _needs_seccomp()
     seen = []
     thread = threading.Thread(target=lambda: seen.append(_erlang_sandbox.thread_filtered()))
     thread.start()
     thread.join()
     assert seen == [True]
+
+
+def test_kernel_layer_cannot_be_disarmed():
+    """Arming is one way: arm_kernel_layer() again, reloads, rebinding change nothing."""
+    _load_a_library()
+    _needs_seccomp()
+    assert _erlang_sandbox.arm_kernel_layer() is True
+    assert _erlang_sandbox.status()["kernel_layer"] == "armed"
 
 
 # ---- signals ------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ groups() ->
                   killpg_own_group, pthread_kill, alarm, setitimer, raise_signal,
                   faulthandler_exit_later, faulthandler_crash_helpers, close_vm_fds,
                   closerange_is_made_harmless, dup2_onto_vm_fds, fickle_fd_arguments, sys_exit_in_main_code,
-                  sys_exit_in_threads, sys_exit_in_asyncio_task, raw_ctypes_exec_and_vfork,
+                  sys_exit_in_threads, sys_exit_in_asyncio_task, kernel_layer_arms_itself,
+                  raw_ctypes_exec_and_vfork,
                   cffi_exec_and_vfork,
                   sandbox_survives_tampering_in_a_fresh_vm,
                   sandbox_survives_application_restart]}].
@@ -333,6 +334,36 @@ sys_exit_in_asyncio_task(Config) ->
                                  peer:call(Peer, py, exec, [Code]))
             end).
 
+%% @doc In a fresh VM the kernel layer is on standby: no thread is filtered, importing numpy
+%% (a C extension) changes nothing. Loading a library by name through ctypes arms it, and
+%% from then on every worker thread is filtered by its next audited operation.
+kernel_layer_arms_itself(Config) ->
+    in_peer(Config,
+            fun(Peer, _File) ->
+                    Status = <<"__import__('_erlang_sandbox').status()">>,
+                    {ok, #{<<"kernel_layer">> := Layer}} = peer:call(Peer, py, eval, [Status]),
+                    case Layer of
+                        <<"unavailable">> ->
+                            {skip, "no seccomp on this kernel"};
+                        <<"standby">> ->
+                            Filtered = <<"__import__('_erlang_sandbox').thread_filtered()">>,
+                            ?assertEqual({ok, false}, peer:call(Peer, py, eval, [Filtered])),
+                            ok = peer:call(Peer, py, exec, [<<"import numpy">>]),
+                            ?assertMatch({ok, #{<<"kernel_layer">> := <<"standby">>}},
+                                         peer:call(Peer, py, eval, [Status])),
+                            ok = peer:call(Peer, py, exec,
+                                           [<<"import ctypes\nctypes.CDLL('libc.so.6')">>]),
+                            ?assertMatch({ok, #{<<"kernel_layer">> := <<"armed">>}},
+                                         peer:call(Peer, py, eval, [Status])),
+                            Check = <<"import os, _erlang_sandbox\n"
+                                      "open(os.devnull).close()\n"
+                                      "assert _erlang_sandbox.thread_filtered()\n">>,
+                            Results = [peer:call(Peer, py, exec, [Check])
+                                       || _ <- lists:seq(1, 32)],
+                            ?assertEqual([ok], lists:usort(Results))
+                    end
+            end).
+
 %% @doc libc's execv and vfork called through ctypes pointers computed from libc's symbol
 %% table (no dlsym, no audit event) fail with EPERM: the seccomp filter. Were they let
 %% through, execv would replace the VM with `touch' and vfork would share its stack.
@@ -341,6 +372,9 @@ raw_ctypes_exec_and_vfork(Config) ->
              "import ctypes, errno, sys\n"
              "sys.path.insert(0, PYTHON_TESTS)\n"
              "from test_sandbox_support import raw_libc_function\n"
+             "import _erlang_sandbox\n"
+             "ctypes.CDLL('libc.so.6')  # loading a library by name arms the kernel layer\n"
+             "assert _erlang_sandbox.thread_filtered()\n"
              "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
              "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
              "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"

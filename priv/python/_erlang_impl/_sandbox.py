@@ -37,7 +37,9 @@ re-import or replace it.
 3. A seccomp-bpf filter on every thread that runs Python (and so on the threads they
    start): fork, vfork, execve, execveat and clone of a new process fail with EPERM, clone3
    with ENOSYS (glibc then makes threads with clone). It stops native code, ctypes or cffi,
-   that reaches libc's fork or exec without asking Python.
+   that reaches libc's fork or exec without asking Python. It is armed when Python code
+   loads native code at run time (a library loaded by name through ctypes, cffi, tkinter),
+   since every system call of a filtered thread costs more; it cannot be disarmed.
 
 Deliberate limits. An in-process sandbox protects the VM from mistakes and from ordinary
 libraries; it is not a jail for hostile code. CPython's documentation says as much of audit
@@ -49,9 +51,22 @@ its own, through an Erlang port. docs/security.md has the full table.
 
 from __future__ import annotations
 
-from _erlang_sandbox import SignalBlockedError, is_sandboxed, status, thread_filtered
+from _erlang_sandbox import (
+    SignalBlockedError,
+    arm_kernel_layer,
+    is_sandboxed,
+    status,
+    thread_filtered,
+)
 
-__all__ = ["BLOCKED", "SignalBlockedError", "is_sandboxed", "status", "thread_filtered"]
+__all__ = [
+    "BLOCKED",
+    "SignalBlockedError",
+    "arm_kernel_layer",
+    "is_sandboxed",
+    "status",
+    "thread_filtered",
+]
 
 # What the sandbox refuses, for documentation and introspection; the decisions themselves
 # are made in C and do not read this table.
@@ -83,5 +98,5 @@ BLOCKED: dict[str, str] = {
     "os.dup2": "wrapper, onto the VM's descriptors",
     "resource.setrlimit": "audit hook, when lowering a limit",
     "ctypes access to fork, exec*, system, posix_spawn, kill, _exit...": "audit hook",
-    "fork/vfork/execve/clone from native code": "seccomp filter (EPERM)",
+    "fork/vfork/execve/clone from native code": "seccomp filter (EPERM), once armed",
 }

@@ -156,18 +156,22 @@ def test_swapping_sys_modules_entries(witness, restore_modules):  # noqa: F811
     nothing else; fake os and posix modules do not reach the real builtins either."""
     fake = types.ModuleType("_erlang_sandbox")
     fake.is_sandboxed = lambda: False
-    fake.status = fake.thread_filtered = lambda: None
+    fake.status = fake.thread_filtered = fake.arm_kernel_layer = lambda: None
     fake.SignalBlockedError = ValueError
+    real = {name: sys.modules[name] for name in ("os", "posix")}
     sys.modules["_erlang_sandbox"] = fake
     sys.modules["os"] = types.ModuleType("os")
     sys.modules["posix"] = types.ModuleType("posix")
-    importlib.reload(_sandbox)
-    assert _sandbox.is_sandboxed() is False  # the lie, to itself only
-    with pytest.raises(RuntimeError) as raised:
-        subprocess.run(witness.argv)
-    assert str(raised.value) == spawn_message("subprocess.Popen")
-    with pytest.raises(RuntimeError):
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        importlib.reload(_sandbox)
+        assert _sandbox.is_sandboxed() is False  # the lie, to itself only
+        with pytest.raises(RuntimeError) as raised:
+            subprocess.run(witness.argv)
+        assert str(raised.value) == spawn_message("subprocess.Popen")
+        with pytest.raises(RuntimeError):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    finally:
+        sys.modules.update(real)  # pytest itself needs os to report a failure
     for name in ("os", "posix", "_erlang_sandbox"):
         del sys.modules[name]
     assert_still_sandboxed(witness)

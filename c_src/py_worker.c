@@ -16,7 +16,13 @@
 #include "py_error.h"
 #include "py_interp.h"
 
+/* Deep enough for CONV_MAX_DEPTH levels of conversion; AddressSanitizer's
+ * frames are several times larger. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WORKER_STACK_BYTES (512u * 1024u * 1024u)
+#else
 #define WORKER_STACK_BYTES (64u * 1024u * 1024u)
+#endif
 #define WORKER_SPIN_NS 50000L
 
 ErlNifResourceType *request_rtype = NULL;
@@ -260,6 +266,35 @@ lookup_attribute(PyObject *module, PyObject *dotted)
     return current;
 }
 
+/* A copy of dict whose keys are exact str: erlang.Atom keys (a str
+ * subclass) become plain str, as CPython expects of keyword names and of
+ * namespaces. TypeError for a key that is no str at all. */
+static PyObject *
+with_str_keys(PyObject *dict, const char *what)
+{
+    PyObject *copy = PyDict_New();
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+
+    while (copy != NULL && PyDict_Next(dict, &pos, &key, &value)) {
+        PyObject *name;
+        if (!PyUnicode_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "%s keys must be atoms or binaries, not %.100s", what,
+                         Py_TYPE(key)->tp_name);
+            Py_CLEAR(copy);
+            break;
+        }
+        name = PyUnicode_FromObject(key);
+        if (name == NULL || PyDict_SetItem(copy, name, value) < 0) {
+            Py_XDECREF(name);
+            Py_CLEAR(copy);
+            break;
+        }
+        Py_DECREF(name);
+    }
+    return copy;
+}
+
 static PyObject *
 run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
 {
@@ -293,6 +328,10 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
     }
     if (!PyDict_Check(kwargs)) {
         PyErr_SetString(PyExc_TypeError, "keyword arguments must be a map");
+        goto done;
+    }
+    Py_SETREF(kwargs, with_str_keys(kwargs, "keyword argument"));
+    if (kwargs == NULL) {
         goto done;
     }
     result = PyObject_Call(func, args, PyDict_GET_SIZE(kwargs) > 0 ? kwargs : NULL);
@@ -360,14 +399,9 @@ run_source(ErlNifEnv *env, ERL_NIF_TERM code_term, ERL_NIF_TERM locals_term, int
             PyErr_SetString(PyExc_TypeError, "locals must be a map");
             goto done;
         }
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(locals, &pos, &key, &value)) {
-            if (!PyUnicode_Check(key)) {
-                PyErr_Format(PyExc_TypeError, "locals keys must be atoms or binaries, not %.100s",
-                             Py_TYPE(key)->tp_name);
-                goto done;
-            }
+        Py_SETREF(locals, with_str_keys(locals, "locals"));
+        if (locals == NULL) {
+            goto done;
         }
     }
     if (locals != NULL && PyDict_GET_SIZE(locals) > 0) {

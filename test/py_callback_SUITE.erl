@@ -523,13 +523,17 @@ callback_after_timeout(_Config) ->
 %% CallCancelled (every time), and the system serves calls afterwards.
 -spec callback_when_caller_dies(list()) -> term().
 callback_when_caller_dies(_Config) ->
-    ok = py:register_function(never_returns, fun([]) -> timer:sleep(infinity) end),
     Self = self(),
+    %% The fun runs in the caller: once it has said so, Python waits in erlang.call.
+    ok = py:register_function(never_returns, fun([]) ->
+        Self ! {entered, self()},
+        timer:sleep(infinity)
+    end),
     Outcomes = [begin
                     Caller = spawn(fun() ->
                         helper(callback_when_caller_dies, [Self, never_returns])
                     end),
-                    timer:sleep(50),
+                    receive {entered, Caller} -> ok after 10000 -> ok end,
                     exit(Caller, kill),
                     receive {Kind, _Message, _Waited} = Outcome -> {Kind, Outcome}
                     after 2000 -> {no_report, flush()}

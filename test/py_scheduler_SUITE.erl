@@ -37,6 +37,8 @@ eight_sleeps_overlap(_Config) ->
     ?assert(Elapsed < 1500).
 
 %% @doc 1 ms timers fire at most 20 ms late while Python computes for 2 s.
+%% Up to three tries: a machine busy with other work can delay any thread by more
+%% than 20 ms once; Python on a scheduler would make every try about 2000 ms late.
 timers_on_time_during_cpu_bound_python(_Config) ->
     ok = py:exec(<<"import time\n"
                    "def busy(seconds):\n"
@@ -44,13 +46,21 @@ timers_on_time_during_cpu_bound_python(_Config) ->
                    "    while time.monotonic() < end:\n"
                    "        n += 1\n"
                    "    return n\n">>),
-    Busy = spawn_monitor(fun() -> exit(py:call('__main__', busy, [2], #{}, 10000)) end),
+    Tries = timer_tries(3, []),
+    ct:log("largest 1 ms timer lateness during 2 s of CPU-bound Python, per try: ~p ms", [Tries]),
+    ?assert(lists:min(Tries) =< 20).
+
+timer_tries(0, Tries) ->
+    lists:reverse(Tries);
+timer_tries(Left, Tries) ->
+    {_, Monitor} = spawn_monitor(fun() -> exit(py:call('__main__', busy, [2], #{}, 10000)) end),
     timer:sleep(50),
     MaxLate = max_timer_lateness(1800),
-    {_, Monitor} = Busy,
-    receive {'DOWN', Monitor, process, _, Result} -> ?assertMatch({ok, _}, Result) end,
-    ct:log("largest 1 ms timer lateness during CPU-bound Python: ~p ms", [MaxLate]),
-    ?assert(MaxLate =< 20).
+    receive {'DOWN', Monitor, process, _, Result} -> {ok, _} = Result end,
+    case MaxLate =< 20 of
+        true -> lists:reverse([MaxLate | Tries]);
+        false -> timer_tries(Left - 1, [MaxLate | Tries])
+    end.
 
 %% @doc With the default 8 workers, 16 half-second sleeps take two rounds, none lost.
 calls_beyond_pool_queue(_Config) ->

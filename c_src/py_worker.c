@@ -214,22 +214,21 @@ pool_take(void)
 /* ------------------------------------------------------------------------ */
 /* Running a request (GIL held) */
 
-/* A new reference to a str made from a binary or atom term, or NULL. */
+/* A new reference to a plain str (not an erlang.Atom: CPython expects
+ * exact str names) made from a binary or atom term, or NULL. */
 static PyObject *
 name_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
 {
-    PyObject *obj = conv_to_py(env, term);
-    PyObject *name;
+    ErlNifBinary bin;
 
-    if (obj != NULL && !PyUnicode_Check(obj)) {
-        Py_DECREF(obj);
-        PyErr_SetString(PyExc_TypeError, "module and function names must be atoms or binaries");
-        return NULL;
+    if (enif_is_atom(env, term)) {
+        return conv_atom_text(env, term);
     }
-    /* A plain str, not an erlang.Atom: error messages show it as Python would. */
-    name = obj == NULL ? NULL : PyUnicode_FromObject(obj);
-    Py_XDECREF(obj);
-    return name;
+    if (enif_inspect_binary(env, term, &bin)) {
+        return PyUnicode_DecodeUTF8((const char *)bin.data, (Py_ssize_t)bin.size, NULL);
+    }
+    PyErr_SetString(PyExc_TypeError, "module and function names must be atoms or binaries");
+    return NULL;
 }
 
 static PyObject *
@@ -363,6 +362,53 @@ source_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
     return PyBytes_FromStringAndSize((const char *)bin.data, (Py_ssize_t)bin.size);
 }
 
+/* Compiled code by (source, mode): the same expression evaluated again
+ * skips the compiler, which costs far more than the rest of a call. Cleared
+ * whole when full; used only with the GIL held. */
+#define CODE_CACHE_MAX 512
+static PyObject *code_cache = NULL;
+
+static PyObject *
+compile_cached(PyObject *source, int start)
+{
+    PyObject *key = Py_BuildValue("(Oi)", source, start);
+    PyObject *code = NULL;
+
+    if (key == NULL) {
+        return NULL;
+    }
+    if (code_cache == NULL && (code_cache = PyDict_New()) == NULL) {
+        goto done;
+    }
+    code = PyDict_GetItemWithError(code_cache, key);
+    if (code != NULL) {
+        Py_INCREF(code);
+        goto done;
+    }
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    code = Py_CompileString(PyBytes_AS_STRING(source),
+                            start == Py_eval_input ? "<py:eval>" : "<py:exec>", start);
+    if (code == NULL && start == Py_eval_input && PyErr_ExceptionMatches(PyExc_SyntaxError)) {
+        /* Statements given to eval run as statements and give None. */
+        PyErr_Clear();
+        code = Py_CompileString(PyBytes_AS_STRING(source), "<py:eval>", Py_file_input);
+    }
+    if (code == NULL) {
+        goto done;
+    }
+    if (PyDict_GET_SIZE(code_cache) >= CODE_CACHE_MAX) {
+        PyDict_Clear(code_cache);
+    }
+    if (PyDict_SetItem(code_cache, key, code) < 0) {
+        Py_CLEAR(code);
+    }
+done:
+    Py_DECREF(key);
+    return code;
+}
+
 static PyObject *
 main_globals(void)
 {
@@ -380,13 +426,7 @@ run_source(ErlNifEnv *env, ERL_NIF_TERM code_term, ERL_NIF_TERM locals_term, int
     if (source == NULL) {
         goto done;
     }
-    code = Py_CompileString(PyBytes_AS_STRING(source),
-                            start == Py_eval_input ? "<py:eval>" : "<py:exec>", start);
-    if (code == NULL && start == Py_eval_input && PyErr_ExceptionMatches(PyExc_SyntaxError)) {
-        /* Statements given to eval run as statements and give None. */
-        PyErr_Clear();
-        code = Py_CompileString(PyBytes_AS_STRING(source), "<py:eval>", Py_file_input);
-    }
+    code = compile_cached(source, start);
     if (code == NULL) {
         goto done;
     }

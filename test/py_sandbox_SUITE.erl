@@ -395,8 +395,8 @@ cffi_exec_and_vfork(Config) ->
         {ok, true} ->
             harmless(Config,
                      "import cffi, errno, _erlang_sandbox\n"
+                     "ffi = cffi.FFI()  # imports _cffi_backend, which arms the kernel layer\n"
                      "assert _erlang_sandbox.thread_filtered()\n"
-                     "ffi = cffi.FFI()\n"
                      "ffi.cdef('int execv(const char *, char *const []); int vfork(void);"
                      " void _exit(int);')\n"
                      "lib = ffi.dlopen(None)\n"

@@ -149,7 +149,7 @@ run_all() ->
     Mine0 = vm_cpu_us(),
     T0 = erlang:monotonic_time(),
     N = scale(?SQRT_CALLS),
-    {Port, Msg, Call1} = measure_interleaved(N, 10),
+    {Port, Msg, Call1, Blocks} = measure_interleaved(N, 10),
     Call4 = measure_calls(4, N),
     Call16 = measure_calls(16, N),
     Paced = measure_paced(scale(2000)),
@@ -166,7 +166,7 @@ run_all() ->
     Foreign = (machine_busy_us() - Busy0 - (vm_cpu_us() - Mine0)) / us(erlang:monotonic_time() - T0),
     FileLoop = measure_file_loop(scale(?FILE_LOOP)),
     SandboxCost = sandbox_cost(),
-    #{port => Port, msg => Msg, call1 => Call1, call4 => Call4, call16 => Call16, eval => Eval,
+    #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
@@ -189,7 +189,8 @@ us(Native) ->
 
 %% The two baselines and sequential py:calls, in Blocks rounds of N div Blocks each, taken
 %% in turn so that a change in the machine's load affects all three alike. Returns
-%% {PortSamples, MessageSamples, {CallSamples, CallsPerSecond}}.
+%% {PortSamples, MessageSamples, {CallSamples, CallsPerSecond}, [{PortMedian, CallMedian}]}, the
+%% last per block.
 measure_interleaved(N, Blocks) ->
     Port = open_port({spawn, "cat"}, [binary, {line, 1024}]),
     Echo = spawn_link(fun Loop() -> receive {From, M} -> From ! M, Loop() end end),
@@ -206,7 +207,8 @@ measure_interleaved(N, Blocks) ->
     exit(Echo, kill),
     CallWall = lists:sum([W || {_, _, _, W} <- Rounds]),
     {lists:append([P || {P, _, _, _} <- Rounds]), lists:append([M || {_, M, _, _} <- Rounds]),
-     {lists:append([C || {_, _, C, _} <- Rounds]), PerBlock * Blocks / (CallWall / 1.0e6)}}.
+     {lists:append([C || {_, _, C, _} <- Rounds]), PerBlock * Blocks / (CallWall / 1.0e6)},
+     [{median(P), median(C)} || {P, _, C, _} <- Rounds]}.
 
 port_rtt(Port) ->
     Port ! {self(), {command, <<"ping\n">>}},
@@ -517,9 +519,15 @@ report(Root, R, Seconds, Load0, Load1) ->
         CpuRow("VM CPU µs per second, idle", "the application started, no calls", CpuIdle)
     ],
     Ratio = CallMed / PortMed,
+    %% The block whose py:call median was lowest: the least disturbed of the ten.
+    {QuietPort, QuietCall} = hd(lists:keysort(2, maps:get(blocks, R))),
     Targets = [
-        ["median py:call ÷ median port round trip", fmt("~.3f (1/~.1f)", [Ratio, 1 / Ratio]),
+        ["median py:call ÷ median port round trip", ratio_str(Ratio),
          "≤ 1/4 (aim 1/10)", verdict(Ratio =< 0.25, Ratio =< 0.1)],
+        ["the same in the quietest of the 10 interleaved blocks",
+         fmt("~ts: py:call ~ts µs, port ~ts µs", [ratio_str(QuietCall / QuietPort), us_str(QuietCall),
+                                                  us_str(QuietPort)]),
+         "≤ 1/4 (aim 1/10)", verdict(QuietCall / QuietPort =< 0.25, QuietCall / QuietPort =< 0.1)],
         ["median erlang.call (later) ÷ median py:call", fmt("~.2f", [CbLaterMed / CallMed]), "≤ 2",
          verdict(CbLaterMed / CallMed =< 2, false)],
         ["median erlang.call (first) ÷ median py:call", fmt("~.2f", [CbFirstMed / CallMed]), "≤ 2",
@@ -569,6 +577,9 @@ during_row(Label, Compares, #{long_ms := Long, issued_ms := Issued, samples := S
     #{median := M, p99 := P99, n := N} = stats(Samples),
     [Label, fmt("~ts; it took ~b ms, first small call at ~b ms", [Compares, round(Long), round(Issued)]),
      us_str(M), us_str(P99), integer_to_list(N), "", ""].
+
+ratio_str(R) when R < 1 -> fmt("~.3f (1/~.1f)", [R, 1 / R]);
+ratio_str(R) -> fmt("~.2f", [R]).
 
 verdict(true, true) -> "met (and the aim)";
 verdict(true, false) -> "met";

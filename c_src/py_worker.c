@@ -15,6 +15,7 @@
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_interp.h"
+#include "py_sandbox.h"
 
 /* Deep enough for CONV_MAX_DEPTH levels of conversion; AddressSanitizer's
  * frames are several times larger. */
@@ -579,6 +580,7 @@ worker_main(void *arg)
     (void)PyEval_SaveThread();
     for (;;) {
         request_t *req = pool_take();
+        (void)sandbox_before_request();
         PyEval_RestoreThread(tstate);
         worker_execute(&ctx, req);
         (void)PyEval_SaveThread();

@@ -139,7 +139,7 @@ submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
-    term = enif_make_resource(env, req);
+    term = enif_make_resource(env, req); /* keeps req alive through this call */
     worker_pool_push(req);
     enif_release_resource(req);
     return enif_make_tuple2(env, ATOMS.ok, term);
@@ -162,6 +162,19 @@ cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     default:
         return ATOMS.ok;
     }
+}
+
+/* monitor(Request) -> ok: from now on the caller's death cancels it. */
+static ERL_NIF_TERM
+monitor_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    request_t *req;
+
+    if (!enif_get_resource(env, argv[0], request_rtype, (void **)&req)) {
+        return enif_make_badarg(env);
+    }
+    request_monitor_caller(env, req);
+    return ATOMS.ok;
 }
 
 /* info() -> #{running, workers, atoms_created, library, sanitize} */
@@ -225,6 +238,7 @@ static ErlNifFunc nif_funcs[] = {
     {"start", 1, start_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"submit", 3, submit_nif, 0},
     {"cancel", 1, cancel_nif, 0},
+    {"monitor", 1, monitor_nif, 0},
     {"callback_reply", 2, callback_reply_nif, 0},
     {"submit_nested", 4, callback_submit_nested_nif, 0},
     {"info", 0, info_nif, 0},

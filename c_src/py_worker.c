@@ -108,8 +108,33 @@ request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref, ERL_NIF_TERM 
     req->ref = enif_make_copy(req->env, ref);
     req->payload = enif_make_copy(req->env, payload);
     enif_self(env, &req->caller);
-    req->monitored = enif_monitor_process(env, req, &req->caller, &req->monitor) == 0;
     return req;
+}
+
+void
+request_monitor_caller(ErlNifEnv *env, request_t *req)
+{
+    ErlNifMonitor monitor;
+    bool needed, drop = false;
+
+    request_lock();
+    needed = req->state != REQ_DONE && !req->cancelled && !req->monitored;
+    request_unlock();
+    /* Not under the lock: the worker must never wait for it. */
+    if (!needed || enif_monitor_process(env, req, &req->caller, &monitor) != 0) {
+        return;
+    }
+    request_lock();
+    if (req->state == REQ_DONE || req->monitored) {
+        drop = true;
+    } else {
+        req->monitor = monitor;
+        req->monitored = true;
+    }
+    request_unlock();
+    if (drop) {
+        (void)enif_demonitor_process(env, req, &monitor);
+    }
 }
 
 cancel_result_t
@@ -509,7 +534,7 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
 {
     request_t *outer = ctx->current;
     ERL_NIF_TERM result;
-    bool send, was_cancelled;
+    bool send, was_cancelled, monitored;
 
     request_lock();
     if (req->cancelled) {
@@ -534,6 +559,8 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     was_cancelled = req->cancelled;
     send = !was_cancelled;
     req->sent = send;
+    monitored = req->monitored;
+    req->monitored = false;
     request_unlock();
     if (was_cancelled) {
         PyThreadState_SetAsyncExc(ctx->ident, NULL);
@@ -543,7 +570,7 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
         ERL_NIF_TERM msg = enif_make_tuple3(req->env, ATOMS.py_result, req->ref, result);
         (void)enif_send(NULL, &req->caller, req->env, msg);
     }
-    if (req->monitored) {
+    if (monitored) {
         (void)enif_demonitor_process(NULL, req, &req->monitor);
     }
     enif_release_resource(req);

@@ -47,10 +47,16 @@ bool worker_init_resources(ErlNifEnv *env);
 bool worker_pool_start(int n, char *err, size_t errlen);
 int worker_pool_size(void);
 
-/* A new request for the process of env, monitored so that its death cancels
- * it. Returns NULL on allocation failure. The caller owns one reference. */
+/* A new request for the process of env. Returns NULL on allocation failure.
+ * The caller owns one reference. */
 request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref,
                        ERL_NIF_TERM payload);
+
+/* Monitors the request's caller, whose death then cancels it. The caller
+ * asks for it (py_nif:monitor/1) only once its call has not been answered
+ * within a few microseconds, so fast calls pay for no monitor. env is the
+ * caller's. */
+void request_monitor_caller(ErlNifEnv *env, request_t *req);
 void worker_pool_push(request_t *req);
 
 typedef enum {

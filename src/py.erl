@@ -25,6 +25,8 @@
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
+%% How long a caller looks for its answer before it sleeps in `receive'.
+-define(POLL_MICROSECONDS, 20).
 %% The longest wait `receive ... after' takes.
 -define(MAX_AFTER, 16#FFFFFFFF).
 %% A callback message that cancel/1 reports pending is sent microseconds after;
@@ -56,14 +58,17 @@ call(Module, Function, Args, Kwargs) ->
 %% attributes (`<<"path.join">>' in module `os'). Kwargs keys are atoms or binaries.
 -spec call(name(), name(), [term()], map(), timeout_ms()) ->
     {ok, term()} | {error, error_reason()}.
+call(Module, Function, Args, Kwargs, Timeout)
+  when (is_atom(Module) orelse (is_binary(Module) andalso Module =/= <<>>)),
+       (is_atom(Function) orelse (is_binary(Function) andalso Function =/= <<>>)),
+       is_list(Args), is_map(Kwargs),
+       (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
+    %% The common case checked in the guard: no check list is built per call.
+    request(call, {Module, Function, Args, Kwargs}, Timeout);
 call(Module, Function, Args, Kwargs, Timeout) ->
-    Checks = [{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
-              {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
-              {timeout, Timeout, fun is_timeout/1}],
-    case check(Checks) of
-        ok -> request(call, {Module, Function, Args, Kwargs}, Timeout);
-        Error -> Error
-    end.
+    check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
+           {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
+           {timeout, Timeout, fun is_timeout/1}]).
 
 %% @equiv eval(Code, #{})
 -spec eval(code()) -> {ok, term()} | {error, error_reason()}.
@@ -161,7 +166,7 @@ unregister_function(Name) ->
 request(Kind, Payload, Timeout) ->
     Ref = make_ref(),
     case submit(Kind, Ref, Payload) of
-        {ok, Request} -> await(Ref, Request, deadline(Timeout));
+        {ok, Request} -> poll(Ref, Request, deadline(Timeout), spin_until());
         {error, not_started} = Error -> Error
     end.
 
@@ -178,6 +183,34 @@ submit(Kind, Ref, Payload) ->
                 {error, closed} -> py_nif:submit(Kind, Ref, Payload)
             end
     end.
+
+%% A small call answers within microseconds, sooner than a scheduler that
+%% went to sleep in `receive' can be woken: look for the answer for a few
+%% microseconds first, yielding to any other runnable process meanwhile.
+-spec poll(reference(), py_nif:request(), integer() | infinity, integer()) ->
+    ok | {ok, term()} | {error, error_reason()}.
+poll(Ref, Request, Deadline, SpinUntil) ->
+    receive
+        {py_result, Ref, Result} ->
+            Result;
+        {py_callback, Ref, Waiter, Name, Args} ->
+            ok = py_callback:run(Waiter, Name, Args),
+            poll(Ref, Request, Deadline, spin_until())
+    after 0 ->
+        case erlang:monotonic_time() < SpinUntil of
+            true ->
+                erlang:yield(),
+                poll(Ref, Request, Deadline, SpinUntil);
+            false ->
+                %% A call that takes a while: from now on our death cancels it.
+                ok = py_nif:monitor(Request),
+                await(Ref, Request, Deadline)
+        end
+    end.
+
+-spec spin_until() -> integer().
+spin_until() ->
+    erlang:monotonic_time() + erlang:convert_time_unit(?POLL_MICROSECONDS, microsecond, native).
 
 -spec await(reference(), py_nif:request(), integer() | infinity) ->
     ok | {ok, term()} | {error, error_reason()}.

@@ -2,7 +2,7 @@
 %% runs on threads the NIF owns and answers with messages (see py).
 -module(py_nif).
 
--export([start/1, submit/3, cancel/1, callback_reply/2, submit_nested/4, info/0]).
+-export([start/1, submit/3, cancel/1, monitor/1, callback_reply/2, submit_nested/4, info/0]).
 
 -on_load(load/0).
 
@@ -41,6 +41,12 @@ submit(_Kind, _Ref, _Payload) ->
 %% `callback_pending': a callback message for it is still to arrive.
 -spec cancel(request()) -> ok | already_sent | callback_pending.
 cancel(_Request) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Makes the caller's death cancel the request (callers ask only once a
+%% call has not been answered at once, so fast calls set no monitor).
+-spec monitor(request()) -> ok.
+monitor(_Request) ->
     erlang:nif_error(not_loaded).
 
 %% @doc Hands the result of a callback to the Python thread waiting for it.

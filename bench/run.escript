@@ -488,7 +488,7 @@ report(Root, R, Seconds, Load0, Load1) ->
             C16, rate(Cps16)),
         Lat("py:call(math, sqrt, [16]), 1 call per ms", "each call after the worker's spin ran out: thread wake-ups",
             maps:get(paced, R), ""),
-        Lat("py:eval(<<\"1+2\">>)", "compiles and evaluates each time", maps:get(eval, R), ""),
+        Lat("py:eval(<<\"1+2\">>)", "the same source each time (compiled code is cached)", maps:get(eval, R), ""),
         Lat("100 KB binary echoed as str", "py:call of `def bench_echo(x): return x`; UTF-8 decode + encode",
             EchoStr, ""),
         Lat("100 KB {bytes, B} echoed as bytes", "the same, as bytes (memcpy both ways)", EchoBytes, ""),

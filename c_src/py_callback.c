@@ -1,6 +1,8 @@
 #include "py_callback.h"
 
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 #include "py_convert.h"
 #include "py_erlang_module.h"
@@ -17,6 +19,9 @@ struct waiter {
     bool cancelled;   /* the request it serves was cancelled */
     bool server_down; /* the process serving the callback died */
     bool closed;      /* Python stopped waiting */
+    /* Bumped with every signal of cond, read without the mutex by a waiter
+     * that spins before it sleeps. */
+    atomic_int events;
     request_t *nested_head;
     request_t *nested_tail;
 };
@@ -47,6 +52,7 @@ waiter_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
     waiter_t *w = obj;
     enif_mutex_lock(w->mutex);
     w->server_down = true;
+    atomic_fetch_add(&w->events, 1);
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
 }
@@ -70,6 +76,7 @@ callback_waiter_cancel(waiter_t *w)
     enif_mutex_lock(w->mutex);
     w->cancelled = true;
     pending = !w->has_reply;
+    atomic_fetch_add(&w->events, 1);
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
     return pending;
@@ -174,12 +181,35 @@ build_callback_message(ErlNifEnv *msg_env, request_t *req, waiter_t *w, PyObject
     return true;
 }
 
+/* How long a thread waiting in erlang.call spins before it sleeps: a fun
+ * that answers at once does so sooner than a sleeping thread can be woken. */
+#define WAIT_SPIN_NS 20000L
+
+static void
+spin_for_event(waiter_t *w)
+{
+    struct timespec start, now;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (atomic_load(&w->events) == 0) {
+        /* The thread that will answer may need this core. */
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
+            WAIT_SPIN_NS) {
+            return;
+        }
+    }
+}
+
 /* Waits, GIL released, for the reply; runs nested requests meanwhile. */
 static void
 wait_for_reply(thread_ctx_t *ctx, waiter_t *w)
 {
     PyThreadState *tstate = PyEval_SaveThread();
     request_t *leftover;
+
+    spin_for_event(w);
 
     enif_mutex_lock(w->mutex);
     for (;;) {
@@ -268,8 +298,13 @@ callback_call(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    w->monitored = enif_monitor_process(NULL, w, &server, &w->monitor) == 0;
-    if (!w->monitored || !enif_send(NULL, &server, msg_env, msg)) {
+    /* The caller of a request monitors it before it runs a callback (py.erl),
+     * and its death cancels the request, which wakes us. The dispatcher that
+     * serves threads without a request has no such link: watch it. */
+    if (req == NULL) {
+        w->monitored = enif_monitor_process(NULL, w, &server, &w->monitor) == 0;
+    }
+    if ((req == NULL && !w->monitored) || !enif_send(NULL, &server, msg_env, msg)) {
         PyErr_SetString(erlmod_exception("Error"),
                         "the Erlang process that would run the callback is not alive");
         goto done;
@@ -427,7 +462,8 @@ callback_reply_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         w->reply_env = enif_alloc_env();
         w->reply = enif_make_copy(w->reply_env, argv[1]);
         w->has_reply = true;
-        enif_cond_signal(w->cond);
+        atomic_fetch_add(&w->events, 1);
+    enif_cond_signal(w->cond);
     }
     enif_mutex_unlock(w->mutex);
     return result;
@@ -474,6 +510,7 @@ callback_submit_nested_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         w->nested_tail->next = req;
     }
     w->nested_tail = req;
+    atomic_fetch_add(&w->events, 1);
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
     /* The queue's reference is the one request_new returned. */

@@ -194,6 +194,9 @@ poll(Ref, Request, Deadline, SpinUntil) ->
         {py_result, Ref, Result} ->
             Result;
         {py_callback, Ref, Waiter, Name, Args} ->
+            %% Python now waits on us: if we die, the request must be
+            %% cancelled, which wakes it.
+            ok = py_nif:monitor(Request),
             ok = py_callback:run(Waiter, Name, Args),
             poll(Ref, Request, Deadline, spin_until())
     after 0 ->

@@ -163,7 +163,8 @@ run_all() ->
     Send = measure_send(scale(100000)),
     Nested = measure(scale(10000), fun() -> {ok, 4.0} = py:call('__main__', bench_nested, [16]) end),
     %% CPU that other processes used while the figures above were taken, in cores.
-    Foreign = (machine_busy_us() - Busy0 - (vm_cpu_us() - Mine0)) / us(erlang:monotonic_time() - T0),
+    Foreign = max(0.0, (machine_busy_us() - Busy0 - (vm_cpu_us() - Mine0))
+                       / us(erlang:monotonic_time() - T0)),
     FileLoop = measure_file_loop(scale(?FILE_LOOP)),
     SandboxCost = sandbox_cost(),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,

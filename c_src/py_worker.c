@@ -24,7 +24,7 @@
 #else
 #define WORKER_STACK_BYTES (64u * 1024u * 1024u)
 #endif
-#define WORKER_SPIN_NS 50000L
+#define WORKER_SPIN_NS 10000L
 
 ErlNifResourceType *request_rtype = NULL;
 

@@ -26,7 +26,7 @@
 
 -define(DEFAULT_TIMEOUT, 30000).
 %% How long a caller looks for its answer before it sleeps in `receive'.
--define(POLL_MICROSECONDS, 20).
+-define(POLL_MICROSECONDS, 10).
 %% The longest wait `receive ... after' takes.
 -define(MAX_AFTER, 16#FFFFFFFF).
 %% A callback message that cancel/1 reports pending is sent microseconds after;

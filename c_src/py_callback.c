@@ -1,8 +1,6 @@
 #include "py_callback.h"
 
-#include <sched.h>
 #include <string.h>
-#include <time.h>
 
 #include "py_convert.h"
 #include "py_erlang_module.h"
@@ -185,23 +183,6 @@ build_callback_message(ErlNifEnv *msg_env, request_t *req, waiter_t *w, PyObject
  * that answers at once does so sooner than a sleeping thread can be woken. */
 #define WAIT_SPIN_NS 20000L
 
-static void
-spin_for_event(waiter_t *w)
-{
-    struct timespec start, now;
-
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (atomic_load(&w->events) == 0) {
-        /* The thread that will answer may need this core. */
-        sched_yield();
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
-            WAIT_SPIN_NS) {
-            return;
-        }
-    }
-}
-
 /* Waits, GIL released, for the reply; runs nested requests meanwhile. */
 static void
 wait_for_reply(thread_ctx_t *ctx, waiter_t *w)
@@ -209,7 +190,8 @@ wait_for_reply(thread_ctx_t *ctx, waiter_t *w)
     PyThreadState *tstate = PyEval_SaveThread();
     request_t *leftover;
 
-    spin_for_event(w);
+    /* Yielding: the scheduler that runs the fun may need this core. */
+    worker_spin_while_zero(&w->events, WAIT_SPIN_NS, true);
 
     enif_mutex_lock(w->mutex);
     for (;;) {
@@ -483,13 +465,7 @@ callback_submit_nested_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!enif_get_resource(env, argv[0], waiter_rtype, (void **)&w)) {
         return enif_make_badarg(env);
     }
-    if (argv[1] == ATOMS.call) {
-        kind = REQ_CALL;
-    } else if (argv[1] == ATOMS.eval) {
-        kind = REQ_EVAL;
-    } else if (argv[1] == ATOMS.exec) {
-        kind = REQ_EXEC;
-    } else {
+    if (!request_kind_from_term(argv[1], &kind)) {
         return enif_make_badarg(env);
     }
     req = request_new(env, kind, argv[2], argv[3]);

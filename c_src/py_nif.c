@@ -105,21 +105,6 @@ start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
 }
 
-static bool
-kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
-{
-    if (term == ATOMS.call) {
-        *kind = REQ_CALL;
-    } else if (term == ATOMS.eval) {
-        *kind = REQ_EVAL;
-    } else if (term == ATOMS.exec) {
-        *kind = REQ_EXEC;
-    } else {
-        return false;
-    }
-    return true;
-}
-
 /* submit(Kind, Ref, Payload) -> {ok, Request} | {error, not_started}.
  * The result arrives as {py_result, Ref, Result}. */
 static ERL_NIF_TERM
@@ -129,7 +114,7 @@ submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_t *req;
     ERL_NIF_TERM term;
 
-    if (!kind_from_term(argv[0], &kind)) {
+    if (!request_kind_from_term(argv[0], &kind)) {
         return enif_make_badarg(env);
     }
     if (!interp_is_running()) {

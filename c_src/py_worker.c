@@ -8,6 +8,7 @@
 #include "py_worker.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -87,6 +88,21 @@ void
 request_unlock(void)
 {
     enif_mutex_unlock(request_mutex);
+}
+
+bool
+request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
+{
+    if (term == ATOMS.call) {
+        *kind = REQ_CALL;
+    } else if (term == ATOMS.eval) {
+        *kind = REQ_EVAL;
+    } else if (term == ATOMS.exec) {
+        *kind = REQ_EXEC;
+    } else {
+        return false;
+    }
+    return true;
 }
 
 request_t *
@@ -187,26 +203,32 @@ worker_pool_push(request_t *req)
     enif_mutex_unlock(pool.mutex);
 }
 
+void
+worker_spin_while_zero(atomic_int *value, long max_ns, bool yield)
+{
+    struct timespec start, now;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (atomic_load(value) == 0) {
+        if (yield) {
+            sched_yield();
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > max_ns) {
+            return;
+        }
+    }
+}
+
 static void
 spin_for_work(void)
 {
-    struct timespec start, now;
     int expected = 0;
 
     if (!atomic_compare_exchange_strong(&pool.spinning, &expected, 1)) {
         return;
     }
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        if (atomic_load(&pool.queued) > 0) {
-            break;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
-            WORKER_SPIN_NS) {
-            break;
-        }
-    }
+    worker_spin_while_zero(&pool.queued, WORKER_SPIN_NS, false);
     atomic_store(&pool.spinning, 0);
 }
 

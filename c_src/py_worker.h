@@ -47,6 +47,14 @@ bool worker_init_resources(ErlNifEnv *env);
 bool worker_pool_start(int n, char *err, size_t errlen);
 int worker_pool_size(void);
 
+/* Spins while *value is 0, for at most max_ns; with yield, gives the core
+ * up on each turn (to a thread that may be the one to answer). For waits
+ * that usually end sooner than a sleeping thread can be woken. */
+void worker_spin_while_zero(atomic_int *value, long max_ns, bool yield);
+
+/* call, eval or exec; false for any other term. */
+bool request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind);
+
 /* A new request for the process of env. Returns NULL on allocation failure.
  * The caller owns one reference. */
 request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref,

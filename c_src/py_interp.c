@@ -27,7 +27,8 @@ static struct {
     ErlNifMutex *mutex;
     ErlNifCond *cond;
     bool starting;
-    bool running;
+    /* Set once, under mutex; read without it on every submit. */
+    atomic_bool running;
     bool init_done;
     char error[512];
     interp_options_t options;
@@ -54,12 +55,7 @@ interp_main_state(void)
 bool
 interp_is_running(void)
 {
-    bool running;
-    pthread_once(&interp_once, interp_create_locks);
-    enif_mutex_lock(interp.mutex);
-    running = interp.running;
-    enif_mutex_unlock(interp.mutex);
-    return running;
+    return atomic_load(&interp.running);
 }
 
 void

@@ -342,6 +342,28 @@ with_str_keys(PyObject *dict, const char *what)
     return copy;
 }
 
+/* A map term as a dict with exact str keys (with_str_keys), or NULL with
+ * TypeError naming what it is when the term is not a map. */
+static PyObject *
+str_keyed_dict_from_term(ErlNifEnv *env, ERL_NIF_TERM term, const char *what,
+                         const char *key_what)
+{
+    PyObject *dict = conv_to_py(env, term);
+    PyObject *copy;
+
+    if (dict == NULL) {
+        return NULL;
+    }
+    if (!PyDict_Check(dict)) {
+        Py_DECREF(dict);
+        PyErr_Format(PyExc_TypeError, "%s must be a map", what);
+        return NULL;
+    }
+    copy = with_str_keys(dict, key_what);
+    Py_DECREF(dict);
+    return copy;
+}
+
 static PyObject *
 run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
 {
@@ -369,15 +391,7 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
         }
         goto done;
     }
-    kwargs = conv_to_py(env, elems[3]);
-    if (kwargs == NULL) {
-        goto done;
-    }
-    if (!PyDict_Check(kwargs)) {
-        PyErr_SetString(PyExc_TypeError, "keyword arguments must be a map");
-        goto done;
-    }
-    Py_SETREF(kwargs, with_str_keys(kwargs, "keyword argument"));
+    kwargs = str_keyed_dict_from_term(env, elems[3], "keyword arguments", "keyword argument");
     if (kwargs == NULL) {
         goto done;
     }
@@ -479,15 +493,7 @@ run_source(ErlNifEnv *env, ERL_NIF_TERM code_term, ERL_NIF_TERM locals_term, int
         goto done;
     }
     if (locals_term != 0) {
-        locals = conv_to_py(env, locals_term);
-        if (locals == NULL) {
-            goto done;
-        }
-        if (!PyDict_Check(locals)) {
-            PyErr_SetString(PyExc_TypeError, "locals must be a map");
-            goto done;
-        }
-        Py_SETREF(locals, with_str_keys(locals, "locals"));
+        locals = str_keyed_dict_from_term(env, locals_term, "locals", "locals");
         if (locals == NULL) {
             goto done;
         }

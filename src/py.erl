@@ -25,6 +25,11 @@
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
+%% The argument checks, as guards: the common, valid call is checked in its
+%% clause's guard and builds nothing; check/1 names the bad argument otherwise.
+-define(IS_NAME(Name), (is_atom(Name) orelse (is_binary(Name) andalso Name =/= <<>>))).
+-define(IS_TIMEOUT(Timeout),
+        (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0))).
 %% How long a caller looks for its answer before it sleeps in `receive'.
 -define(POLL_MICROSECONDS, 10).
 %% The longest wait `receive ... after' takes.
@@ -59,11 +64,8 @@ call(Module, Function, Args, Kwargs) ->
 -spec call(name(), name(), [term()], map(), timeout_ms()) ->
     {ok, term()} | {error, error_reason()}.
 call(Module, Function, Args, Kwargs, Timeout)
-  when (is_atom(Module) orelse (is_binary(Module) andalso Module =/= <<>>)),
-       (is_atom(Function) orelse (is_binary(Function) andalso Function =/= <<>>)),
-       is_list(Args), is_map(Kwargs),
-       (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0)) ->
-    %% The common case checked in the guard: no check list is built per call.
+  when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs),
+       ?IS_TIMEOUT(Timeout) ->
     request(call, {Module, Function, Args, Kwargs}, Timeout);
 call(Module, Function, Args, Kwargs, Timeout) ->
     check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
@@ -83,16 +85,13 @@ eval(Code, Locals) ->
 %% @doc Evaluates a Python expression in `__main__''s namespace, with the
 %% entries of `Locals' (keys atoms or binaries) added for this evaluation only.
 -spec eval(code(), map(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
-eval(Code, Locals, Timeout) ->
-    case check([{locals, Locals, fun is_map/1}, {timeout, Timeout, fun is_timeout/1}]) of
-        ok ->
-            case source(Code) of
-                {ok, Source} -> request(eval, {Source, Locals}, Timeout);
-                Error -> Error
-            end;
-        Error ->
-            Error
-    end.
+eval(Code, Locals, Timeout) when is_map(Locals), ?IS_TIMEOUT(Timeout) ->
+    case source(Code) of
+        {ok, Source} -> request(eval, {Source, Locals}, Timeout);
+        Error -> Error
+    end;
+eval(_Code, Locals, Timeout) ->
+    check([{locals, Locals, fun is_map/1}, {timeout, Timeout, fun is_timeout/1}]).
 
 %% @equiv exec(Code, 30000)
 -spec exec(code()) -> ok | {error, error_reason()}.
@@ -102,16 +101,13 @@ exec(Code) ->
 %% @doc Runs Python statements in `__main__''s namespace: what they define is
 %% seen by later calls of {@link eval/1} and `call('__main__', ...)'.
 -spec exec(code(), timeout_ms()) -> ok | {error, error_reason()}.
-exec(Code, Timeout) ->
-    case check([{timeout, Timeout, fun is_timeout/1}]) of
-        ok ->
-            case source(Code) of
-                {ok, Source} -> request(exec, Source, Timeout);
-                Error -> Error
-            end;
-        Error ->
-            Error
-    end.
+exec(Code, Timeout) when ?IS_TIMEOUT(Timeout) ->
+    case source(Code) of
+        {ok, Source} -> request(exec, Source, Timeout);
+        Error -> Error
+    end;
+exec(_Code, Timeout) ->
+    check([{timeout, Timeout, fun is_timeout/1}]).
 
 %% @doc The embedded interpreter's `sys.version'.
 -spec version() -> {ok, binary()} | {error, error_reason()}.
@@ -290,11 +286,11 @@ check([{What, Value, Valid} | Rest]) ->
 
 -spec is_name(term()) -> boolean().
 is_name(Name) ->
-    is_atom(Name) orelse (is_binary(Name) andalso Name =/= <<>>).
+    ?IS_NAME(Name).
 
 -spec is_timeout(term()) -> boolean().
-is_timeout(infinity) -> true;
-is_timeout(Timeout) -> is_integer(Timeout) andalso Timeout >= 0.
+is_timeout(Timeout) ->
+    ?IS_TIMEOUT(Timeout).
 
 -spec name_binary(name()) -> binary().
 name_binary(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);

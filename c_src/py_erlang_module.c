@@ -68,14 +68,22 @@ static const char ERLANG_MODULE_SOURCE[] =
     "    __slots__ = ('name',)\n"
     "    def __init__(self, name):\n"
     "        self.name = name\n"
-    "    def __call__(self, *args):\n"
+    "    def __call__(self, *args, **kwargs):\n"
+    "        if kwargs:\n"
+    "            args += (kwargs,)\n"
     "        return call(self.name, *args)\n"
     "    def __repr__(self):\n"
     "        return '<erlang function %s>' % (self.name,)\n"
     "\n"
+    "_PORT_HELPERS = frozenset(('run', 'run_shell', 'start_worker', 'Worker',\n"
+    "                           'CommandTimeout', 'OutputLimitExceeded'))\n"
+    "\n"
     "def __getattr__(name):\n"
     "    if name.startswith('_'):\n"
     "        raise AttributeError(name)\n"
+    "    if name in _PORT_HELPERS:\n"
+    "        from _erlang_impl import _ports\n"
+    "        return getattr(_ports, name)\n"
     "    return Function(name)\n";
 
 /* ------------------------------------------------------------------------ */

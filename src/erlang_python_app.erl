@@ -14,7 +14,10 @@ start(_Type, _Args) ->
                     %% ask the kernel for one (signal.alarm, setitimer): let
                     %% erl_signal_server receive it instead.
                     ok = os:set_signal(sigalrm, handle),
-                    erlang_python_sup:start_link();
+                    case set_subprocess_mode() of
+                        ok -> erlang_python_sup:start_link();
+                        {error, _} = Error -> Error
+                    end;
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}
             end;
@@ -25,6 +28,20 @@ start(_Type, _Args) ->
 -spec stop(term()) -> ok.
 stop(_State) ->
     ok.
+
+%% The app env `subprocess': `blocked' (the sandbox refuses it) or `ports' (the standard
+%% subprocess module runs processes through the port helpers; docs/ports.md).
+-spec set_subprocess_mode() -> ok | {error, term()}.
+set_subprocess_mode() ->
+    case application:get_env(erlang_python, subprocess, blocked) of
+        Mode when Mode =:= blocked; Mode =:= ports ->
+            case py:call('_erlang_impl.subprocess', '_set_mode', [Mode]) of
+                {ok, _} -> ok;
+                {error, Reason} -> {error, {subprocess_mode_failed, Reason}}
+            end;
+        Other ->
+            {error, {bad_env, subprocess, Other}}
+    end.
 
 -spec interpreter_options() -> {ok, map()} | {error, term()}.
 interpreter_options() ->

@@ -1,5 +1,5 @@
-%% @private The function registry and the dispatcher of callbacks from Python
-%% threads that run no py:call.
+%% @private The function registry, the dispatcher of callbacks from Python threads that
+%% run no py:call, and the supervisor of long-running OS commands (port helpers).
 -module(erlang_python_sup).
 -behaviour(supervisor).
 
@@ -13,6 +13,9 @@ start_link() ->
 init([]) ->
     Children = [
         #{id => py_function_registry, start => {py_function_registry, start_link, []}},
-        #{id => py_callback_dispatcher, start => {py_callback_dispatcher, start_link, []}}
+        #{id => py_callback_dispatcher, start => {py_callback_dispatcher, start_link, []}},
+        #{id => py_exec_pool, start => {py_exec_pool, start_link, []}},
+        #{id => py_port_worker_sup, start => {py_port_worker_sup, start_link, []},
+          type => supervisor}
     ],
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.

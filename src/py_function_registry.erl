@@ -33,9 +33,12 @@ lookup(Name) ->
         error:badarg -> error
     end.
 
+%% The table starts with the port helpers (run_shell, run, start_worker), which users may
+%% replace like any registration.
 -spec init([]) -> {ok, #{}}.
 init([]) ->
     _ = ets:new(?TABLE, [named_table, protected, set, {read_concurrency, true}]),
+    true = ets:insert(?TABLE, py_port_helpers:functions()),
     {ok, #{}}.
 
 -spec handle_call(term(), gen_server:from(), State) -> {reply, ok, State}.

@@ -2,6 +2,7 @@
 %% runs on threads the NIF owns and answers with messages (see py).
 -module(py_nif).
 
+-export([priv_dir/0]).
 -export([start/1, submit/3, cancel/1, monitor/1, callback_reply/2, submit_nested/4, info/0]).
 
 -on_load(load/0).
@@ -16,6 +17,7 @@ load() ->
     Path = filename:join(priv_dir(), "py_nif"),
     erlang:load_nif(Path, 0).
 
+%% @doc The application's priv directory, also when it runs from a bare code path.
 -spec priv_dir() -> file:filename().
 priv_dir() ->
     case code:priv_dir(erlang_python) of

@@ -30,7 +30,23 @@ register_all() ->
         {pt_self, fun([]) -> self() end},
         {pt_mailbox_pid, fun([]) -> whereis(?MAILBOX) end},
         %% The first N messages the mailbox got, oldest first (waits up to 5 s for them).
-        {pt_mailbox_take, fun([N]) -> mailbox_take(N) end}
+        {pt_mailbox_take, fun([N]) -> mailbox_take(N) end},
+        %% Port helpers (test_ports.py): the spec's own run_shell replacing the built-in,
+        %% and putting the built-in back.
+        {pt_shell_override, fun([]) ->
+            py:register_function(run_shell, fun([Cmd]) -> <<"custom: ", Cmd/binary>> end)
+        end},
+        {pt_shell_restore, fun([]) -> py:register_function(run_shell, py_port_helpers, run_shell) end},
+        %% Bytes a worker process holds: its heap and the binaries it refers to.
+        {pt_worker_memory, fun([Worker]) ->
+            {memory, Heap} = process_info(Worker, memory),
+            {binary, Bins} = process_info(Worker, binary),
+            Heap + lists:sum([Size || {_, Size, _} <- Bins])
+        end},
+        %% The spec's pattern: Erlang opens a port and hands it to Python...
+        {pt_open_port, fun([]) -> open_port({spawn, "cat"}, [binary]) end},
+        %% ...which hands it back: still a live port, which this closes.
+        {pt_port_back, fun([Port]) -> {is_port(Port), port_close(Port)} end}
     ],
     lists:foreach(fun({Name, Fun}) -> ok = py:register_function(Name, Fun) end, Functions).
 

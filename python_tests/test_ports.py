@@ -405,6 +405,26 @@ def test_layer_popen_pipes():
     assert p.returncode == 0
 
 
+def test_layer_communicate_big_input_does_not_deadlock():
+    """communicate(input) of 3 MB to cat: the output is read while the input is written."""
+    sp = port_subprocess
+    data = os.urandom(3_000_000)
+    with sp.Popen(["cat"], stdin=sp.PIPE, stdout=sp.PIPE, stderr=sp.PIPE) as p:
+        out, err = p.communicate(data, timeout=60)
+    assert (out, err, p.returncode) == (data, b"", 0)
+    r = sp.run(["cat"], input="text\r\nline", capture_output=True, text=True)
+    assert r.stdout == "text\nline"
+
+
+def test_worker_writes_are_pipelined():
+    """Many writes before any read: all arrive, in order."""
+    with erlang.start_worker(["cat"]) as w:
+        for i in range(500):
+            w.write(f"{i}\n".encode())
+        lines = [w.readline(timeout=5) for _ in range(500)]
+    assert lines == [f"{i}\n".encode() for i in range(500)]
+
+
 def test_layer_popen_communicate_and_kill():
     """communicate with a timeout that expires, then kill; terminate gives -15."""
     sp = port_subprocess

@@ -15,7 +15,7 @@
 -export([start_link/0, checkout/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
-%% Idle port programs kept: each is a sleeping OS process of about 1 MB.
+%% Idle port programs kept: each is a sleeping OS process of a few hundred KB.
 -define(IDLE, 4).
 
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.

@@ -126,8 +126,11 @@ worker_request(<<"close_stdin">>, []) ->
     {ok, close_stdin};
 worker_request(<<"wait">>, [Timeout]) ->
     timed(wait, Timeout);
-worker_request(<<"communicate">>, [Timeout]) ->
-    timed(communicate, Timeout);
+worker_request(<<"communicate">>, [Input, Timeout]) when Input =:= none; is_binary(Input) ->
+    case milliseconds(Timeout) of
+        {ok, T} -> {ok, {communicate, Input, T}};
+        error -> error
+    end;
 worker_request(<<"poll">>, []) ->
     {ok, poll};
 worker_request(<<"signal">>, [Signal, Group]) when is_integer(Signal), Signal > 0, Signal < 65,
@@ -138,7 +141,7 @@ worker_request(<<"close">>, []) ->
 worker_request(_, _) ->
     error.
 
--spec timed(wait | communicate, term()) -> {ok, py_port_worker:request()} | error.
+-spec timed(wait, term()) -> {ok, py_port_worker:request()} | error.
 timed(Op, Timeout) ->
     case milliseconds(Timeout) of
         {ok, T} -> {ok, {Op, T}};

@@ -11,17 +11,22 @@
 
 -export([start/3, start_link/3, call/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export_type([request/0]).
 
 %% Output buffered per stream before the command is made to wait (py_exec_port stops
 %% reading its pipe, and the command blocks on a full pipe).
 -define(WINDOW, 262144).
+%% Bytes written to the command's stdin that it has not taken yet, up to which a write is
+%% answered at once (as a pipe's buffer would take it); past that a write waits.
+-define(WRITE_WINDOW, 65536).
 %% Default bound of what `communicate' collects.
 -define(MAX_OUTPUT, 67108864).
 
 -type stream() :: stdout | stderr.
 -type request() ::
     {read, stream(), pos_integer(), timeout()} | {write, binary()} | close_stdin
-    | {wait, timeout()} | poll | {signal, pos_integer(), boolean()} | {communicate, timeout()}
+    | {wait, timeout()} | poll | {signal, pos_integer(), boolean()}
+    | {communicate, binary() | none, timeout()}
     | info | close.
 
 %% @doc Starts a worker owned by `Owner' (its death stops the worker; `undefined': none).
@@ -61,7 +66,8 @@ init([Spec, Owner, Options]) ->
                 port => Port, os_pid => OsPid, owner => Monitor,
                 stdin => maps:get(stdin, Spec, pipe) =:= pipe,
                 max_output => maps:get(max_output, Options, ?MAX_OUTPUT),
-                status => undefined, writers => queue:new(), waiters => [],
+                status => undefined, writers => queue:new(), unwritten => 0, broken => false,
+                waiters => [],
                 collectors => [],
                 stdout => stream_state(Piped(stdout)), stderr => stream_state(Piped(stderr))
             },
@@ -84,9 +90,16 @@ handle_call({read, Stream, Max, Timeout}, From, State) ->
     serve_readers(Stream, State#{Stream := S#{readers := queue:in(Reader, maps:get(readers, S))}});
 handle_call({write, _Data}, _From, #{stdin := false} = State) ->
     {reply, {error, closed_stdin}, State};
-handle_call({write, Data}, From, #{port := Port, writers := Writers} = State) ->
+handle_call({write, _Data}, _From, #{broken := true} = State) ->
+    {reply, {error, epipe}, State};
+handle_call({write, Data}, From, #{port := Port, writers := Writers, unwritten := Unwritten} = State) ->
     ok = py_exec:write(Port, Data),
-    {noreply, State#{writers := queue:in(From, Writers)}};
+    Size = byte_size(Data),
+    State1 = State#{unwritten := Unwritten + Size},
+    case Unwritten + Size =< ?WRITE_WINDOW of
+        true -> {reply, ok, State1#{writers := queue:in({none, Size}, Writers)}};
+        false -> {noreply, State1#{writers := queue:in({From, Size}, Writers)}}
+    end;
 handle_call(close_stdin, _From, #{port := Port, stdin := true} = State) ->
     ok = py_exec:close_stdin(Port),
     {reply, ok, State#{stdin := false}};
@@ -102,9 +115,21 @@ handle_call(poll, _From, #{status := Status} = State) ->
 handle_call({signal, Signal, Group}, _From, #{port := Port} = State) ->
     ok = py_exec:signal(Port, Signal, Group),
     {reply, ok, State};
-handle_call({communicate, Timeout}, From, #{collectors := Collectors} = State) ->
+handle_call({communicate, Input, Timeout}, From, #{collectors := Collectors} = State) ->
+    %% The input is queued, stdin closed, and output collected at the same time, so a
+    %% command that writes while it reads cannot wait on us while we wait on it.
+    State1 = case {Input, State} of
+                 {none, _} -> State;
+                 {_, #{stdin := false}} -> State;
+                 {_, #{port := Port, writers := Writers, unwritten := Unwritten}} ->
+                     ok = py_exec:write(Port, Input),
+                     ok = py_exec:close_stdin(Port),
+                     Size = byte_size(Input),
+                     State#{writers := queue:in({none, Size}, Writers),
+                            unwritten := Unwritten + Size, stdin := false}
+             end,
     Collector = {From, timer(Timeout, {communicate_timeout, From})},
-    serve_collectors(grant(grant(State#{collectors := [Collector | Collectors]}, stdout), stderr));
+    serve_collectors(grant(grant(State1#{collectors := [Collector | Collectors]}, stdout), stderr));
 handle_call(info, _From, #{os_pid := OsPid, port := Port, status := Status} = State) ->
     {reply, {ok, #{os_pid => OsPid, port => Port, returncode => Status}}, State};
 handle_call(close, _From, State) ->
@@ -157,14 +182,17 @@ frame({Stream, Bin}, State) when Stream =:= stdout; Stream =:= stderr ->
     serve(Stream, State#{Stream := S1});
 frame({eof, Stream}, State) ->
     serve(Stream, ended(Stream, State));
-frame(written, #{writers := Writers} = State) ->
-    {{value, From}, Rest} = queue:out(Writers),
-    gen_server:reply(From, ok),
-    {noreply, State#{writers := Rest}};
-frame(broken_pipe, #{writers := Writers} = State) ->
-    {{value, From}, Rest} = queue:out(Writers),
-    gen_server:reply(From, {error, epipe}),
-    {noreply, State#{writers := Rest}};
+frame(Ack, #{writers := Writers, unwritten := Unwritten} = State)
+  when Ack =:= written; Ack =:= broken_pipe ->
+    %% A write answered at once learns of a broken pipe at the next write, as with a pipe.
+    {{value, {From, Size}}, Rest} = queue:out(Writers),
+    _ = case From of
+            none -> ok;
+            _ when Ack =:= written -> gen_server:reply(From, ok);
+            _ -> gen_server:reply(From, {error, epipe})
+        end,
+    {noreply, State#{writers := Rest, unwritten := Unwritten - Size,
+                     broken := maps:get(broken, State) orelse Ack =:= broken_pipe}};
 frame({exit, Status}, State) ->
     exited(Status, State).
 

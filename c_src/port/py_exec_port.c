@@ -53,7 +53,9 @@
 
 #define FROM_ERLANG 3
 #define TO_ERLANG 4
-#define CHUNK 65536
+/* The most one output frame carries, and the size asked for the output pipes: fewer, larger
+ * reads and writes for a command that writes a lot (the kernel may give less). */
+#define CHUNK (256 * 1024)
 
 /* Start flags: where each stream goes. */
 #define F_STDIN_PIPE 0x01u   /* else /dev/null */
@@ -69,9 +71,14 @@ static int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
 /* Bytes of each stream Erlang is ready to take; a stream is not read while it has none,
  * so one that nobody reads holds up only itself. */
 static uint64_t credit_out = 0, credit_err = 0;
-/* The pending 'D' frame: the command has not read all of it yet. */
+/* Input the command has not read yet: the bytes of the 'D' frames queued, in order, and
+ * where each frame ends (counted from the first byte ever queued), to acknowledge each one
+ * once the command has taken all of it. Erlang may send several frames without waiting. */
 static unsigned char *pending = NULL;
-static size_t pending_len = 0, pending_off = 0;
+static size_t pending_len = 0, pending_off = 0, pending_cap = 0;
+static uint64_t queued_total = 0, written_total = 0;
+static uint64_t *frame_ends = NULL;
+static size_t frames_head = 0, frames_len = 0, frames_cap = 0;
 static bool close_stdin_after_write = false;
 
 /* ------------------------------------------------------------------------ */
@@ -297,6 +304,13 @@ make_pipe(int fds[2])
     }
 }
 
+static void
+make_output_pipe(int fds[2])
+{
+    make_pipe(fds);
+    (void)fcntl(fds[0], F_SETPIPE_SZ, CHUNK);
+}
+
 /* In the child: stdio in place, a group of its own, default signals, then exec. On failure
  * the errno and the stage go up the error pipe. */
 static void
@@ -423,7 +437,7 @@ start(unsigned char *frame, size_t len)
         child_in = open_null(O_RDONLY);
     }
     if (flags & F_STDOUT_PIPE) {
-        make_pipe(out_pipe);
+        make_output_pipe(out_pipe);
         child_out = out_pipe[1];
     } else if (flags & F_STDOUT_NULL) {
         child_out = open_null(O_WRONLY);
@@ -431,7 +445,7 @@ start(unsigned char *frame, size_t len)
         child_out = 1;
     }
     if (flags & F_STDERR_PIPE) {
-        make_pipe(err_pipe);
+        make_output_pipe(err_pipe);
         child_err = err_pipe[1];
     } else if (flags & F_STDERR_OUT) {
         child_err = child_out;
@@ -505,34 +519,92 @@ close_stdin(void)
     }
 }
 
-/* Writes what the command will take of the pending input; acknowledges it once all is
- * written, or drops it if the command closed its stdin. */
+static void *
+grow(void *buf, size_t *cap, size_t need, size_t item)
+{
+    size_t cap2 = *cap == 0 ? 16 : *cap;
+    void *p;
+
+    if (need <= *cap) {
+        return buf;
+    }
+    while (cap2 < need) {
+        cap2 *= 2;
+    }
+    p = realloc(buf, cap2 * item);
+    if (p == NULL) {
+        die("out of memory");
+    }
+    *cap = cap2;
+    return p;
+}
+
+static bool
+has_pending(void)
+{
+    return frames_len > 0;
+}
+
+/* Queues a 'D' frame's bytes; an empty one is acknowledged at once. */
+static void
+queue_input(const unsigned char *data, size_t len)
+{
+    if (pending_off > 0) {
+        memmove(pending, pending + pending_off, pending_len - pending_off);
+        pending_len -= pending_off;
+        pending_off = 0;
+    }
+    pending = grow(pending, &pending_cap, pending_len + len, 1);
+    memcpy(pending + pending_len, data, len);
+    pending_len += len;
+    queued_total += len;
+    if (frames_head > 0) {
+        memmove(frame_ends, frame_ends + frames_head, frames_len * sizeof(uint64_t));
+        frames_head = 0;
+    }
+    frame_ends = grow(frame_ends, &frames_cap, frames_len + 1, sizeof(uint64_t));
+    frame_ends[frames_len++] = queued_total;
+}
+
+/* Drops the queued input, answering 'w' for each frame: the command closed its stdin. */
+static void
+drop_input(void)
+{
+    for (; frames_len > 0; frames_len--) {
+        send_frame('w', NULL, 0, NULL, 0);
+    }
+    frames_head = 0;
+    pending_len = pending_off = 0;
+    written_total = queued_total;
+}
+
+/* Writes what the command will take of the queued input, and acknowledges each frame it
+ * has taken all of. */
 static void
 flush_pending(void)
 {
-    while (pending != NULL && pending_off < pending_len) {
+    while (pending_off < pending_len) {
         ssize_t n = write(stdin_fd, pending + pending_off, pending_len - pending_off);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             if (errno == EAGAIN) {
-                return;
+                break;
             }
-            free(pending);
-            pending = NULL;
-            send_frame('w', NULL, 0, NULL, 0);
+            drop_input();
             close_stdin();
             return;
         }
         pending_off += (size_t)n;
+        written_total += (uint64_t)n;
     }
-    if (pending != NULL) {
-        free(pending);
-        pending = NULL;
+    while (frames_len > 0 && frame_ends[frames_head] <= written_total) {
+        frames_head++;
+        frames_len--;
         send_frame('W', NULL, 0, NULL, 0);
     }
-    if (close_stdin_after_write) {
+    if (frames_len == 0 && close_stdin_after_write) {
         close_stdin();
     }
 }
@@ -583,21 +655,15 @@ handle_frame(unsigned char *frame, size_t len)
 {
     switch (len == 0 ? 0 : frame[0]) {
     case 'D':
-        if (stdin_fd < 0 || pending != NULL) {
+        if (stdin_fd < 0) {
             send_frame('w', NULL, 0, NULL, 0);
             break;
         }
-        pending = malloc(len - 1 + 1);
-        if (pending == NULL) {
-            die("out of memory");
-        }
-        memcpy(pending, frame + 1, len - 1);
-        pending_len = len - 1;
-        pending_off = 0;
+        queue_input(frame + 1, len - 1);
         flush_pending();
         break;
     case 'E':
-        if (pending != NULL) {
+        if (has_pending()) {
             close_stdin_after_write = true;
         } else {
             close_stdin();
@@ -638,9 +704,10 @@ reset(void)
         close(stderr_fd);
     }
     stdout_fd = stderr_fd = -1;
-    free(pending);
-    pending = NULL;
+    /* Unanswered: Erlang is done with this command. */
+    frames_head = frames_len = 0;
     pending_len = pending_off = 0;
+    queued_total = written_total = 0;
     close_stdin_after_write = false;
     credit_out = credit_err = 0;
     child = -1;
@@ -663,7 +730,7 @@ serve(int sfd)
         fds[n++] = (struct pollfd){.fd = FROM_ERLANG, .events = POLLIN};
         i_sig = n;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        if (stdin_fd >= 0 && pending != NULL) {
+        if (stdin_fd >= 0 && has_pending()) {
             i_in = n;
             fds[n++] = (struct pollfd){.fd = stdin_fd, .events = POLLOUT};
         }

@@ -91,6 +91,7 @@ class _Writer(io.RawIOBase):
 
     def __init__(self, worker: _ports.Worker):
         self._worker = worker
+        self.detached = False  # communicate closes the process's stdin after its input
 
     def writable(self) -> bool:
         return True
@@ -101,7 +102,7 @@ class _Writer(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             try:
-                if not self._worker.closed:
+                if not self._worker.closed and not self.detached:
                     self._worker.close_stdin()
             finally:
                 super().close()
@@ -206,7 +207,7 @@ class Popen:
         worker = self._worker
         stdin_where, stdin_fd = where["stdin"]
         if stdin_where == "pipe":
-            raw = _Writer(worker)
+            raw = self._stdin_raw = _Writer(worker)
             if stdin_fd is not None:
                 self._pump(self._copy_in, stdin_fd, raw)
             else:
@@ -297,20 +298,28 @@ class Popen:
         self.send_signal(9)
 
     def communicate(self, input=None, timeout=None):
+        # The input goes with the communicate request: the worker writes it while it
+        # collects the output, so a command that fills its stdout before it has read all
+        # of its stdin cannot deadlock with us.
+        pending = None
         if self.stdin is not None and not self.stdin.closed:
-            try:
-                if input:
-                    self.stdin.write(input)
-                self.stdin.close()
-            except BrokenPipeError:
-                pass
+            if input:
+                if self.text_mode and isinstance(input, str):
+                    input = input.encode(self.encoding, self.errors)
+                self.stdin.flush()
+                pending = bytes(input)
+            if pending is not None:
+                self._stdin_raw.detached = True
+            self.stdin.close()
         elif input:
             raise ValueError("input given but stdin is not a pipe")
-        if self.stdout is None and self.stderr is None:
+        if self.stdout is None and self.stderr is None and pending is None:
             self.wait(timeout)
             return (None, None)
         try:
-            out, err, status = self._worker._op("communicate", _ports._seconds("timeout", timeout))
+            out, err, status = self._worker._op(
+                "communicate", pending, _ports._seconds("timeout", timeout)
+            )
         except TimeoutError:
             raise TimeoutExpired(self.args, timeout) from None
         except _ports.OutputLimitExceeded:

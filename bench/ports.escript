@@ -74,7 +74,7 @@ main(Args) ->
     Table = table(["Helper", "median µs", "Raw equivalent", "median µs", "helper ÷ raw",
                    "ratio per block (min / median / max)"], Rows),
     Out = case Args of [Path] -> Path; [] -> "/dev/stdout" end,
-    ok = file:write_file(Out, Table),
+    ok = file:write_file(Out, unicode:characters_to_binary(Table)),
     halt(0).
 
 

@@ -167,11 +167,12 @@ run_all() ->
                        / us(erlang:monotonic_time() - T0)),
     FileLoop = measure_file_loop(scale(?FILE_LOOP)),
     SandboxCost = sandbox_cost(),
+    PortsCost = ports_cost(),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
-      sandbox_cost => SandboxCost, foreign => Foreign}.
+      sandbox_cost => SandboxCost, ports_cost => PortsCost, foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -368,23 +369,32 @@ drain(I, Count) -> receive I -> drain(I + 1, Count) end.
 %% NIF without it (-DPY_SANDBOX_BENCH_BASELINE) and alternates two peer VMs, one per build.
 %% Its Markdown table goes into the report as it is.
 sandbox_cost() ->
+    sub_bench("sandbox.escript").
+
+%% The port helpers against raw open_port: bench/ports.escript, in a VM of its own.
+ports_cost() ->
+    sub_bench("ports.escript").
+
+%% Runs bench/Script with an output file, and returns the Markdown it wrote.
+sub_bench(Script) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
-    Script = filename:join([Root, "bench", "sandbox.escript"]),
-    case filelib:is_regular(Script) of
+    Path = filename:join([Root, "bench", Script]),
+    case filelib:is_regular(Path) of
         false ->
-            {error, <<"bench/sandbox.escript is not there">>};
+            {error, iolist_to_binary(["bench/", Script, " is not there"])};
         true ->
-            Out = filename:join("/tmp", "erlang_python_bench_sandbox_" ++ os:getpid() ++ ".md"),
+            Out = filename:join("/tmp", "erlang_python_bench_" ++ filename:rootname(Script) ++ "_"
+                                ++ os:getpid() ++ ".md"),
             Escript = os:find_executable("escript"),
             Port = open_port({spawn_executable, Escript},
-                             [{args, [Script, Out]}, {cd, Root}, binary, exit_status,
+                             [{args, [Path, Out]}, {cd, Root}, binary, exit_status,
                               stderr_to_stdout]),
             Result = case collect_status(Port, <<>>) of
                          {0, _} ->
                              file:read_file(Out);
                          {Status, Log} ->
-                             {error, iolist_to_binary(io_lib:format("bench/sandbox.escript exited with ~p:~n~ts",
-                                                                    [Status, Log]))}
+                             {error, iolist_to_binary(io_lib:format("bench/~ts exited with ~p:~n~ts",
+                                                                    [Script, Status, Log]))}
                      end,
             _ = file:delete(Out),
             Result
@@ -571,7 +581,16 @@ report(Root, R, Seconds, Load0, Load1) ->
      "` of the same installation started from this\nescript. This compares embedding as a "
      "whole (sandbox, worker thread, the VM's threads\nsharing the CPUs), not the sandbox "
      "alone.\n\n",
-     table(["Loop", "total ms", "µs per open+read", "÷ plain python3"], FileRows)
+     table(["Loop", "total ms", "µs per open+read", "÷ plain python3"], FileRows),
+     "\n## Port helpers (issue 7 section 6)\n\n",
+     "Target: within 10% of the raw `open_port` equivalent. bench/ports.escript (run from here,\n"
+     "in a VM of its own) interleaves 5 blocks of each pair; helper rows are timed in Python\n"
+     "around each call (the `erlang.call` to Erlang included), raw rows in Erlang. The last\n"
+     "column is the ratio of each block's medians. docs/ports.md says where the time goes.\n\n",
+     case maps:get(ports_cost, R) of
+         {ok, PortsTable} -> PortsTable;
+         {error, Why2} -> ["(not measured: ", Why2, ")\n"]
+     end
     ].
 
 during_row(Label, Compares, #{long_ms := Long, issued_ms := Issued, samples := Samples}) ->

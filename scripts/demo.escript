@@ -69,6 +69,27 @@ demo() ->
          py:exec(<<"import subprocess; subprocess.run(['ls'])">>)),
     show("py:eval(<<\"__import__('_erlang_impl._sandbox', fromlist=['x']).is_sandboxed()\">>)",
          py:eval(<<"__import__('_erlang_impl._sandbox', fromlist=['x']).is_sandboxed()">>)),
+
+    section("The same job through the port helpers (registered at start; docs/ports.md)"),
+    ok = py:exec(<<"from erlang import run_shell, run, start_worker\n">>),
+    show("py:eval(<<\"str(run_shell('ls -d /usr /tmp; exit 3'))\">>)",
+         py:eval(<<"str(run_shell('ls -d /usr /tmp; exit 3'))">>)),
+    show("py:eval(<<\"run_shell('ls -d /usr /tmp; exit 3').returncode\">>)",
+         py:eval(<<"run_shell('ls -d /usr /tmp; exit 3').returncode">>)),
+    show("r = run(['sh', '-c', 'echo out; echo err >&2; exit 2']): "
+         "(r.returncode, r.stdout, r.stderr)",
+         py:eval(<<"(lambda r: (r.returncode, r.stdout, r.stderr))"
+                   "(run(['sh', '-c', 'echo out; echo err >&2; exit 2']))">>)),
+    show("py:eval(<<\"run(['printf', '%s|', 'a;b', '$(id)'], timeout=5).stdout\">>)  (no shell)",
+         py:eval(<<"run(['printf', '%s|', 'a;b', '$(id)'], timeout=5).stdout">>)),
+    show("py:eval(<<\"run_shell('sleep 10', timeout=0.2)\">>)",
+         py:eval(<<"run_shell('sleep 10', timeout=0.2)">>)),
+    ok = py:exec(<<"w = start_worker(['cat'], text=True)\nw.write('ping\\n')\n">>),
+    show("w = start_worker(['cat'], text=True); w.write('ping\\n'); w.readline(timeout=5)",
+         py:eval(<<"w.readline(timeout=5)">>)),
+    show("w.close_stdin(); w.wait(timeout=5)",
+         py:eval(<<"(w.close_stdin(), w.wait(timeout=5))[1]">>)),
+    ok = py:exec(<<"w.close()">>),
     ok.
 
 -spec section(string()) -> ok.

@@ -7,9 +7,21 @@ See docs/callbacks.md and docs/type-conversion.md.
 
 from typing import Any, NoReturn, final
 
+# The port helpers (docs/ports.md), defined in _erlang_impl._ports and reached through this
+# module's __getattr__.
+from _erlang_impl._ports import CommandTimeout as CommandTimeout
+from _erlang_impl._ports import OutputLimitExceeded as OutputLimitExceeded
+from _erlang_impl._ports import Worker as Worker
+from _erlang_impl._ports import run as run
+from _erlang_impl._ports import run_shell as run_shell
+from _erlang_impl._ports import start_worker as start_worker
+
 __all__ = [
     "Atom",
     "CallCancelled",
+    "CommandTimeout",
+    "OutputLimitExceeded",
+    "Worker",
     "Error",
     "ErlangException",
     "Fun",
@@ -19,8 +31,11 @@ __all__ = [
     "Reference",
     "UnknownFunction",
     "call",
+    "run",
+    "run_shell",
     "self",
     "send",
+    "start_worker",
 ]
 
 class Atom(str):
@@ -98,13 +113,14 @@ class CallCancelled(BaseException):
 class Function:
     """A registered Erlang function, as erlang.name or `from erlang import name`.
 
-    Looked up by name at each call: UnknownFunction if nothing is registered then.
+    Looked up by name at each call: UnknownFunction if nothing is registered then. Keyword
+    arguments, if any, reach the Erlang function as a map appended to its arguments.
     """
 
     __slots__ = ("name",)
     name: str
     def __init__(self, name: str) -> None: ...
-    def __call__(self, *args: Any) -> Any: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 def call(name: str, /, *args: Any) -> Any:
     """Call the Erlang function registered as name with args and return its result.

@@ -84,7 +84,10 @@ static const char ERLANG_MODULE_SOURCE[] =
     "    if name in _PORT_HELPERS:\n"
     "        from _erlang_impl import _ports\n"
     "        return getattr(_ports, name)\n"
-    "    return Function(name)\n";
+    "    return Function(name)\n"
+    "\n"
+    "def __dir__():\n"
+    "    return sorted(set(globals()) | _PORT_HELPERS)\n";
 
 /* ------------------------------------------------------------------------ */
 /* Opaque term objects */

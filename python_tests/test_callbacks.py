@@ -343,6 +343,13 @@ def test_stub_names_match_the_module():
         for node in tree.body
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_")
     }
+    # The port helpers, re-exported from _erlang_impl._ports.
+    declared |= {
+        alias.asname
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "_erlang_impl._ports"
+        for alias in node.names
+    }
     (all_node,) = [
         node
         for node in tree.body
@@ -371,3 +378,15 @@ def test_stub_attributes_exist():
         assert attributes
         for attribute in attributes:
             assert hasattr(sample, attribute), (name, attribute)
+
+
+def test_keyword_arguments_arrive_as_a_trailing_map():
+    """erlang.f(1, opt=2) passes [1, #{<<"opt">> => 2}]; without keywords nothing is added;
+    erlang.call itself takes none."""
+    assert erlang.pt_args(1, opt=2) == [1, {"opt": 2}]
+    assert erlang.pt_args(1) == [1]
+    from erlang import pt_args
+
+    assert pt_args(opt="x") == [{"opt": "x"}]
+    with pytest.raises(TypeError):
+        erlang.call("pt_args", 1, opt=2)

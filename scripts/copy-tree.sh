@@ -13,4 +13,5 @@ for item in rebar.config src include c_src priv test python_tests; do
         cp -a "$item" "$dest/"
     fi
 done
-rm -f "$dest"/priv/*.so
+# Built artefacts are rebuilt in the tree (the NIF against its Python, both under SANITIZE).
+rm -f "$dest"/priv/*.so "$dest"/priv/py_exec_port

@@ -16,6 +16,8 @@ register_all() ->
         %% Its one argument, unchanged: conversion round trips.
         {pt_ident, fun([X]) -> X end},
         {pt_add, fun lists:sum/1},
+        %% Its arguments as it got them: keyword arguments arrive as a trailing map.
+        {pt_args, fun(Args) -> Args end},
         %% The Erlang type of its argument, as an atom.
         {pt_type, fun([X]) -> type_of(X) end},
         {pt_error, fun([Reason]) -> error(Reason) end},

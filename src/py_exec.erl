@@ -55,6 +55,7 @@ start(#{args := [Program | _]} = Spec) ->
             release(Port),
             {error, {os_error, posix(Errno), Errno, Stage, Program}};
         {Port, {exit_status, Status}} ->
+            true = unlink(Port),
             flush(Port),
             {error, {os_error, eio, 5,
                      <<"py_exec_port exited ", (integer_to_binary(Status))/binary>>, Program}}
@@ -124,6 +125,7 @@ collect(Port, Acc, Deadline, MaxOutput) ->
             end;
         {Port, {exit_status, _}} ->
             %% The port program itself died (killed from outside): what came is all there is.
+            true = unlink(Port),
             flush(Port),
             Status = case maps:get(status, Acc) of undefined -> -9; S -> S end,
             {ok, result(Acc#{status := Status})}
@@ -170,14 +172,19 @@ signal(Port, Signal, Group) ->
 %% or closes it when there is no pool. Returns at once; late frames are dropped.
 -spec release(port()) -> ok.
 release(Port) ->
-    case whereis(py_exec_pool) of
-        undefined ->
-            catch port_close(Port);
-        Pool ->
-            %% Connected first, so that the answer goes to the pool.
-            true = erlang:port_connect(Port, Pool),
-            true = unlink(Port),
-            true = port_command(Port, <<"N">>)
+    try
+        case whereis(py_exec_pool) of
+            undefined ->
+                true = unlink(Port),
+                port_close(Port);
+            Pool ->
+                %% Connected first, so that the answer goes to the pool.
+                true = erlang:port_connect(Port, Pool),
+                true = unlink(Port),
+                port_command(Port, <<"N">>)
+        end
+    catch
+        error:badarg -> ok  % the port program died meanwhile
     end,
     flush(Port).
 
@@ -185,6 +192,8 @@ release(Port) ->
 %% has reaped them all (or after ?STOP_WAIT ms). Late frames are dropped.
 -spec stop(port()) -> ok.
 stop(Port) ->
+    %% Unlinked, so that a caller that traps exits gets no 'EXIT' from the port's end.
+    true = unlink(Port),
     try port_command(Port, <<"Z">>) of
         true ->
             receive
@@ -197,10 +206,12 @@ stop(Port) ->
     end,
     flush(Port).
 
+%% Drops what the port sent that nobody will read, and its exit if the caller traps exits.
 -spec flush(port()) -> ok.
 flush(Port) ->
     receive
-        {Port, _} -> flush(Port)
+        {Port, _} -> flush(Port);
+        {'EXIT', Port, _} -> flush(Port)
     after 0 ->
         ok
     end.

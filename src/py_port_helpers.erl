@@ -36,10 +36,9 @@ run_shell([Cmd, Options]) when is_binary(Cmd), is_map(Options) ->
     with_options(Options, [timeout, max_output, cwd, env], fun(Opts) ->
         Spec = maps:merge(maps:with([cwd, env], Opts),
                           #{stdin => null, stdout => pipe, stderr => stdout}),
-        case py_exec:command_spec(Cmd, Spec) of
-            {ok, Full} -> run_reply(py_exec:run(Full, run_options(Opts)), fun shell_result/1);
-            {error, Reason} -> {?TAG, error, Reason}
-        end
+        with_spec(Cmd, Spec, fun(Full) ->
+            run_reply(py_exec:run(Full, run_options(Opts)), fun shell_result/1)
+        end)
     end);
 run_shell(Args) ->
     {?TAG, error, {badarg, {args, Args}}}.
@@ -48,20 +47,14 @@ run_shell(Args) ->
 -spec run([term()]) -> reply().
 run([Argv]) ->
     run([Argv, #{}]);
-run([Argv, Options]) when is_map(Options) ->
+run([Argv, Options]) when is_list(Argv), is_map(Options) ->
     with_options(Options, [timeout, max_output, cwd, env, input], fun(Opts) ->
         Stdin = case maps:is_key(input, Opts) of true -> pipe; false -> null end,
         Spec = maps:merge(maps:with([cwd, env], Opts),
                           #{stdin => Stdin, stdout => pipe, stderr => pipe}),
-        case argv(Argv) of
-            {ok, Args} ->
-                case py_exec:command_spec(Args, Spec) of
-                    {ok, Full} -> run_reply(py_exec:run(Full, run_options(Opts)), fun run_result/1);
-                    {error, Reason} -> {?TAG, error, Reason}
-                end;
-            error ->
-                {?TAG, error, {badarg, {args, Argv}}}
-        end
+        with_spec(Argv, Spec, fun(Full) ->
+            run_reply(py_exec:run(Full, run_options(Opts)), fun run_result/1)
+        end)
     end);
 run(Args) ->
     {?TAG, error, {badarg, {args, Args}}}.
@@ -75,20 +68,8 @@ start_worker([Command]) ->
 start_worker([Command, Options]) when is_map(Options) ->
     Keys = [cwd, env, stdin, stdout, stderr, owner, max_output],
     with_options(Options, Keys, fun(Opts) ->
-        Args = case Command of
-                   Bin when is_binary(Bin) -> {ok, Bin};
-                   _ -> argv(Command)
-               end,
         Spec = maps:with([cwd, env, stdin, stdout, stderr], Opts),
-        case Args of
-            {ok, A} ->
-                case py_exec:command_spec(A, Spec) of
-                    {ok, Full} -> start_worker(Full, Opts);
-                    {error, Reason} -> {?TAG, error, Reason}
-                end;
-            error ->
-                {?TAG, error, {badarg, {args, Command}}}
-        end
+        with_spec(Command, Spec, fun(Full) -> start_worker(Full, Opts) end)
     end);
 start_worker(Args) ->
     {?TAG, error, {badarg, {args, Args}}}.
@@ -248,11 +229,10 @@ milliseconds(none) -> {ok, infinity};
 milliseconds(T) when is_number(T), T >= 0, T < 4294967 -> {ok, round(T * 1000)};
 milliseconds(_) -> error.
 
--spec argv(term()) -> {ok, [binary()]} | error.
-argv([_ | _] = Args) ->
-    case lists:all(fun is_binary/1, Args) of
-        true -> {ok, Args};
-        false -> error
-    end;
-argv(_) ->
-    error.
+%% The command's spec (a command line or an argv list, checked by py_exec), handed to Then.
+-spec with_spec(term(), map(), fun((py_exec:spec()) -> reply())) -> reply().
+with_spec(Command, Spec, Then) ->
+    case py_exec:command_spec(Command, Spec) of
+        {ok, Full} -> Then(Full);
+        {error, Reason} -> {?TAG, error, Reason}
+    end.

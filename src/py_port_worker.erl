@@ -162,6 +162,9 @@ handle_info({'DOWN', Monitor, process, _, _}, #{owner := Monitor} = State) ->
     {stop, normal, State};
 handle_info('$py_worker_close', State) ->
     {stop, normal, State};
+handle_info({'EXIT', Port, _}, #{port := Port} = State) ->
+    %% The port's end, after its exit_status: what is buffered can still be read.
+    {noreply, State};
 handle_info({'EXIT', _, Reason}, State) ->
     %% The supervisor is shutting down (the application stops).
     {stop, Reason, State};

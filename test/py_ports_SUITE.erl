@@ -13,7 +13,8 @@ all() ->
     [builtins_registered_at_start, spec_run_command, spec_register_run_shell,
      spec_long_running_worker_via_port, spec_send_to_supervisor, worker_is_supervised,
      worker_dies_with_its_owner, detached_worker_outlives_its_caller,
-     port_programs_are_reused, bad_input_to_the_erlang_functions,
+     port_programs_are_reused, nothing_left_in_a_trapping_caller,
+     bad_input_to_the_erlang_functions,
      subprocess_layer_off_by_default, subprocess_layer_on_with_ports,
      subprocess_env_is_checked, application_stop_kills_workers, vm_death_kills_commands].
 
@@ -157,6 +158,32 @@ port_programs_are_reused(_Config) ->
     {ok, 50} = py:eval(<<"sum(1 for _ in range(50) if __import__('erlang').run(['true']).returncode == 0)">>),
     After = length(processes_with(<<"py_exec_port">>)),
     ?assert(After =< max(Before, 4), {Before, After}).
+
+%% @doc A caller that traps exits (a gen_server, say) is left no message by a run, a timeout,
+%% an output limit or a start failure: the callbacks run in its process.
+nothing_left_in_a_trapping_caller(_Config) ->
+    Test = self(),
+    Caller = spawn_link(fun() ->
+        process_flag(trap_exit, true),
+        Results = [py:eval(Code) || Code <- [
+            <<"__import__('erlang').run(['true']).returncode">>,
+            <<"__import__('erlang').run_shell('echo hi', timeout=5).returncode">>,
+            <<"__import__('erlang').run_shell('sleep 5', timeout=0.1)">>,
+            <<"__import__('erlang').run_shell('yes', max_output=10)">>,
+            <<"__import__('erlang').run(['no-such-program-x'])">>]],
+        timer:sleep(200),
+        Test ! {done, Results, process_info(self(), messages)}
+    end),
+    receive
+        {done, Results, {messages, Left}} ->
+            ?assertMatch([{ok, 0}, {ok, 0}, {error, {<<"CommandTimeout">>, _, _}},
+                          {error, {<<"OutputLimitExceeded">>, _, _}},
+                          {error, {'FileNotFoundError', _, _}}], Results),
+            ?assertEqual([], Left)
+    after 30000 ->
+        ct:fail(timeout)
+    end,
+    unlink(Caller).
 
 %% @doc The registered functions answer bad input from erlang.call with a tagged badarg.
 bad_input_to_the_erlang_functions(_Config) ->

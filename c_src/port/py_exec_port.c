@@ -365,6 +365,22 @@ fail:
     _exit(127);
 }
 
+/* Points out[0..count) at the count NUL-terminated strings from p; returns what follows
+ * them, or NULL if the frame ends first. */
+static unsigned char *
+split_strings(unsigned char *p, const unsigned char *end, uint32_t count, char **out)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        out[i] = (char *)p;
+        p = memchr(p, '\0', (size_t)(end - p));
+        if (p == NULL) {
+            return NULL;
+        }
+        p++;
+    }
+    return p;
+}
+
 /* Parses the 'S' frame and starts the command; false if it could not (reported already). */
 static bool
 start(unsigned char *frame, size_t len)
@@ -390,13 +406,8 @@ start(unsigned char *frame, size_t len)
         goto bad;
     }
     argv = calloc(argc + 1, sizeof(char *));
-    for (uint32_t i = 0; i < argc; i++) {
-        argv[i] = (char *)p;
-        p = memchr(p, '\0', (size_t)(end - p));
-        if (p == NULL) {
-            goto bad;
-        }
-        p++;
+    if (argv == NULL || (p = split_strings(p, end, argc, argv)) == NULL) {
+        goto bad;
     }
     if (end - p < 4) {
         goto bad;
@@ -408,13 +419,8 @@ start(unsigned char *frame, size_t len)
             goto bad;
         }
         env = calloc(envc + 1, sizeof(char *));
-        for (uint32_t i = 0; i < envc; i++) {
-            env[i] = (char *)p;
-            p = memchr(p, '\0', (size_t)(end - p));
-            if (p == NULL) {
-                goto bad;
-            }
-            p++;
+        if (env == NULL || (p = split_strings(p, end, envc, env)) == NULL) {
+            goto bad;
         }
     }
     if (p >= end || memchr(p, '\0', (size_t)(end - p) + 1) == NULL) {

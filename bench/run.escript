@@ -168,11 +168,13 @@ run_all() ->
     FileLoop = measure_file_loop(scale(?FILE_LOOP)),
     SandboxCost = sandbox_cost(),
     PortsCost = ports_cost(),
+    CancelRecovery = cancel_recovery(),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
-      sandbox_cost => SandboxCost, ports_cost => PortsCost, foreign => Foreign}.
+      sandbox_cost => SandboxCost, ports_cost => PortsCost,
+      cancel_recovery => CancelRecovery, foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -374,6 +376,11 @@ sandbox_cost() ->
 %% The port helpers against raw open_port: bench/ports.escript, in a VM of its own.
 ports_cost() ->
     sub_bench("ports.escript").
+
+%% The pool's recovery from swallowed cancellations: bench/cancel.escript, in a VM of its own
+%% (the threads it gives up never end).
+cancel_recovery() ->
+    sub_bench("cancel.escript").
 
 %% Runs bench/Script with an output file, and returns the Markdown it wrote.
 sub_bench(Script) ->
@@ -590,6 +597,15 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(ports_cost, R) of
          {ok, PortsTable} -> PortsTable;
          {error, Why2} -> ["(not measured: ", Why2, ")\n"]
+     end,
+     "\n## Recovery from swallowed cancellations (issue 8 section 5)\n\n",
+     "bench/cancel.escript, in a VM of its own: calls whose code swallows every\n"
+     "`CallCancelled` hold their workers until each is given up (`give_up_after`) and\n"
+     "replaced; small calls with a 50 ms timeout are tried until one is answered. Times are\n"
+     "from the moment the ten calls were made. docs/runtime.md, \"Cancellation\".\n\n",
+     case maps:get(cancel_recovery, R) of
+         {ok, CancelTable} -> CancelTable;
+         {error, Why3} -> ["(not measured: ", Why3, ")\n"]
      end
     ].
 

@@ -23,6 +23,13 @@ enum { TERM_PID, TERM_REF, TERM_PORT, TERM_FUN, TERM_KINDS };
 static PyObject *term_types[TERM_KINDS];
 static PyObject *atom_type = NULL;
 static PyObject *module_dict = NULL;
+/* The module's exception classes, as created: the runtime raises these, whatever Python
+ * code later binds to the names in the module (`erlang.CallCancelled = Exception` must not
+ * turn a cancellation into something `except Exception` swallows). */
+static const char *const exception_names[] = {"Error", "UnknownFunction", "ErlangException",
+                                              "CallCancelled"};
+#define EXCEPTIONS (sizeof(exception_names) / sizeof(exception_names[0]))
+static PyObject *exceptions[EXCEPTIONS];
 
 static const char ERLANG_MODULE_SOURCE[] =
     "class Atom(str):\n"
@@ -217,8 +224,12 @@ erlmod_atom_type(void)
 PyObject *
 erlmod_exception(const char *name)
 {
-    PyObject *exc = module_dict == NULL ? NULL : PyDict_GetItemString(module_dict, name);
-    return exc != NULL ? exc : PyExc_RuntimeError;
+    for (size_t i = 0; i < EXCEPTIONS; i++) {
+        if (exceptions[i] != NULL && strcmp(exception_names[i], name) == 0) {
+            return exceptions[i];
+        }
+    }
+    return PyExc_RuntimeError;
 }
 
 PyDoc_STRVAR(call_doc, "call(name, *args)\n--\n\n"
@@ -284,6 +295,13 @@ PyInit_erlang(void)
         goto fail;
     }
     Py_INCREF(atom_type);
+    for (size_t i = 0; i < EXCEPTIONS; i++) {
+        exceptions[i] = PyDict_GetItemString(PyModule_GetDict(module), exception_names[i]);
+        if (exceptions[i] == NULL) {
+            goto fail;
+        }
+        Py_INCREF(exceptions[i]);
+    }
     module_dict = Py_NewRef(PyModule_GetDict(module));
     return module;
 fail:

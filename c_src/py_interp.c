@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "py_build_config.h"
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_erlang_module.h"
 #include "py_error.h"
@@ -17,11 +18,6 @@
 #define THREAD_NICE 10
 
 #define INTERP_STACK_BYTES (16u * 1024u * 1024u)
-
-typedef struct interrupt {
-    request_t *req;
-    struct interrupt *next;
-} interrupt_t;
 
 static struct {
     ErlNifMutex *mutex;
@@ -33,7 +29,6 @@ static struct {
     char error[512];
     interp_options_t options;
     PyInterpreterState *main_state;
-    interrupt_t *interrupts;
 } interp;
 
 /* Made once, before any thread can use it. */
@@ -160,36 +155,6 @@ done:
     return ok;
 }
 
-static void
-serve_interrupts(PyThreadState *tstate)
-{
-    for (;;) {
-        interrupt_t *item;
-        request_t *req;
-
-        enif_mutex_lock(interp.mutex);
-        while (interp.interrupts == NULL) {
-            enif_cond_wait(interp.cond, interp.mutex);
-        }
-        item = interp.interrupts;
-        interp.interrupts = item->next;
-        enif_mutex_unlock(interp.mutex);
-
-        req = item->req;
-        enif_free(item);
-        PyEval_RestoreThread(tstate);
-        request_lock();
-        /* The state can only leave RUNNING on a thread that holds the GIL,
-         * which we now hold: the exception cannot land in another request. */
-        if (req->state == REQ_RUNNING && req->waiter == NULL) {
-            PyThreadState_SetAsyncExc(req->thread_ident, erlmod_exception("CallCancelled"));
-        }
-        request_unlock();
-        tstate = PyEval_SaveThread();
-        enif_release_resource(req);
-    }
-}
-
 static void *
 interp_main(void *arg)
 {
@@ -211,7 +176,7 @@ interp_main(void *arg)
     enif_cond_broadcast(interp.cond);
     enif_mutex_unlock(interp.mutex);
     if (ok) {
-        serve_interrupts(tstate);
+        cancel_serve(tstate);
     }
     return NULL;
 }
@@ -265,21 +230,4 @@ interp_start(const interp_options_t *opts, char *err, size_t errlen)
         return INTERP_FAILED;
     }
     return INTERP_STARTED;
-}
-
-void
-interp_post_interrupt(request_t *req)
-{
-    interrupt_t *item = enif_alloc(sizeof(interrupt_t));
-
-    if (item == NULL) {
-        return; /* the request still ends, only later */
-    }
-    enif_keep_resource(req);
-    item->req = req;
-    enif_mutex_lock(interp.mutex);
-    item->next = interp.interrupts;
-    interp.interrupts = item;
-    enif_cond_signal(interp.cond);
-    enif_mutex_unlock(interp.mutex);
 }

@@ -5,8 +5,8 @@
  * sees no main thread it could install handlers from, and Python's signal
  * handlers are off. It is never finalised: finalising and initialising again
  * is not supported by many C extensions (numpy among them). That thread then
- * serves interrupts: raising CallCancelled in a thread that runs a cancelled
- * request needs the GIL, which a scheduler must not wait for.
+ * watches cancelled requests (py_cancel.h): raising CallCancelled in a thread
+ * that runs one needs the GIL, which a scheduler must not wait for.
  */
 #ifndef PY_INTERP_H
 #define PY_INTERP_H
@@ -31,10 +31,6 @@ interp_start_t interp_start(const interp_options_t *opts, char *err, size_t errl
 
 bool interp_is_running(void);
 PyInterpreterState *interp_main_state(void);
-
-/* Asks the interpreter thread to raise CallCancelled in the thread running
- * req, if it still runs it. */
-void interp_post_interrupt(request_t *req);
 
 /* Called by every thread the NIF starts to run Python, before it runs any. */
 void interp_thread_started(void);

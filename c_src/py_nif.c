@@ -10,6 +10,7 @@
 
 #include "py_build_config.h"
 #include "py_callback.h"
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_interp.h"
 #include "py_worker.h"
@@ -76,6 +77,7 @@ start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     interp_options_t opts;
     ERL_NIF_TERM value;
     char err[512] = "";
+    cancel_options_t cancel;
     int workers = 8;
     long atom_limit = 10000;
 
@@ -93,6 +95,17 @@ start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         (!enif_get_long(env, value, &atom_limit) || atom_limit < 0)) {
         return enif_make_badarg(env);
     }
+    cancel_options(&cancel);
+    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "give_up_after"), &value) &&
+        (!enif_get_long(env, value, &cancel.give_up_after_ms) || cancel.give_up_after_ms < 0)) {
+        return enif_make_badarg(env);
+    }
+    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "max_given_up"), &value) &&
+        (!enif_get_int(env, value, &cancel.max_given_up) || cancel.max_given_up < 0)) {
+        return enif_make_badarg(env);
+    }
+    /* Also on a start that finds the interpreter running: the application's latest. */
+    cancel_configure(&cancel);
     opts.workers = workers;
     opts.atom_limit = atom_limit;
     switch (interp_start(&opts, err, sizeof(err))) {
@@ -162,22 +175,36 @@ monitor_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return ATOMS.ok;
 }
 
-/* info() -> #{running, workers, atoms_created, library, sanitize} */
+/* info() -> #{running, workers, busy, queued, given_up, given_up_total, max_given_up,
+ *             give_up_after, atoms_created, library, default_python} */
 static ERL_NIF_TERM
 info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
+    worker_stats_t stats;
+    cancel_options_t cancel;
     ERL_NIF_TERM keys[] = {
-        enif_make_atom(env, "running"),       enif_make_atom(env, "workers"),
-        enif_make_atom(env, "atoms_created"), enif_make_atom(env, "library"),
+        enif_make_atom(env, "running"),        enif_make_atom(env, "workers"),
+        enif_make_atom(env, "busy"),           enif_make_atom(env, "queued"),
+        enif_make_atom(env, "given_up"),       enif_make_atom(env, "given_up_total"),
+        enif_make_atom(env, "max_given_up"),   enif_make_atom(env, "give_up_after"),
+        enif_make_atom(env, "atoms_created"),  enif_make_atom(env, "library"),
         enif_make_atom(env, "default_python"),
     };
-    ERL_NIF_TERM values[] = {
-        interp_is_running() ? ATOMS.true_ : ATOMS.false_,
-        enif_make_int(env, worker_pool_size()),
-        enif_make_long(env, conv_atoms_created()),
-        make_binary(env, PY_LIBRARY_PATH, strlen(PY_LIBRARY_PATH)),
-        make_binary(env, PY_DEFAULT_EXECUTABLE, strlen(PY_DEFAULT_EXECUTABLE)),
-    };
+    ERL_NIF_TERM values[sizeof(keys) / sizeof(keys[0])];
+
+    worker_pool_stats(&stats);
+    cancel_options(&cancel);
+    values[0] = interp_is_running() ? ATOMS.true_ : ATOMS.false_;
+    values[1] = enif_make_int(env, stats.workers);
+    values[2] = enif_make_int(env, stats.busy);
+    values[3] = enif_make_int(env, stats.queued);
+    values[4] = enif_make_int(env, stats.given_up);
+    values[5] = enif_make_long(env, stats.given_up_total);
+    values[6] = enif_make_int(env, cancel.max_given_up);
+    values[7] = enif_make_long(env, cancel.give_up_after_ms);
+    values[8] = enif_make_long(env, conv_atoms_created());
+    values[9] = make_binary(env, PY_LIBRARY_PATH, strlen(PY_LIBRARY_PATH));
+    values[10] = make_binary(env, PY_DEFAULT_EXECUTABLE, strlen(PY_DEFAULT_EXECUTABLE));
     ERL_NIF_TERM map;
 
     enif_make_map_from_arrays(env, keys, values, sizeof(keys) / sizeof(keys[0]), &map);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "py_callback.h"
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_interp.h"
@@ -37,7 +38,10 @@ static struct {
     request_t *head;
     request_t *tail;
     int idle;          /* workers sleeping on cond */
-    int size;          /* workers started */
+    int size;          /* workers serving the queue (started, not given up) */
+    int busy;          /* workers running a request */
+    int given_up;      /* threads given up on, still running their request */
+    long given_up_total;
     atomic_int queued; /* requests in the queue, read without the lock by the spinner */
     atomic_int spinning;
 } pool;
@@ -157,25 +161,23 @@ cancel_result_t
 request_cancel(request_t *req)
 {
     cancel_result_t result;
-    bool interrupt = false;
+    bool watch = false;
 
     request_lock();
     result = req->sent ? CANCEL_ALREADY_SENT : CANCEL_OK;
     if (req->state != REQ_DONE && !req->cancelled) {
         req->cancelled = true;
-        if (req->waiter != NULL) {
-            if (callback_waiter_cancel(req->waiter)) {
-                result = CANCEL_CALLBACK_PENDING;
-            }
-        } else if (req->state == REQ_RUNNING) {
-            interrupt = true;
+        if (req->waiter != NULL && callback_waiter_cancel(req->waiter)) {
+            result = CANCEL_CALLBACK_PENDING;
         }
+        /* Watched until it ends, even when its thread waits in erlang.call now (the
+         * cancellation wakes that): code that swallows CallCancelled gets it again, and
+         * its worker is replaced if it runs on (py_cancel.h). */
+        watch = req->state == REQ_RUNNING;
     }
     request_unlock();
-    if (interrupt) {
-        /* Raising in the running thread needs the GIL, which a scheduler
-         * must not wait for: the interpreter thread does it. */
-        interp_post_interrupt(req);
+    if (watch) {
+        cancel_watch(req);
     }
     return result;
 }
@@ -250,6 +252,7 @@ pool_take(void)
         pool.tail = NULL;
     }
     atomic_fetch_sub(&pool.queued, 1);
+    pool.busy++;
     /* More work and sleepers left: pass the wake-up on. */
     if (pool.head != NULL && pool.idle > 0) {
         enif_cond_signal(pool.cond);
@@ -573,6 +576,7 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     }
     req->state = REQ_RUNNING;
     req->thread_ident = ctx->ident;
+    req->runner = ctx;
     request_unlock();
 
     ctx->current = req;
@@ -584,6 +588,7 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
      * aimed at this request, and a pending one is cleared below. */
     request_lock();
     req->state = REQ_DONE;
+    req->runner = NULL;
     was_cancelled = req->cancelled;
     send = !was_cancelled;
     req->sent = send;
@@ -631,6 +636,7 @@ worker_main(void *arg)
     tstate = PyThreadState_New(interp_main_state());
     PyEval_RestoreThread(tstate);
     ctx.ident = PyThread_get_thread_ident();
+    ctx.worker = true;
     tls_ctx = &ctx;
     (void)PyEval_SaveThread();
     for (;;) {
@@ -638,33 +644,108 @@ worker_main(void *arg)
         (void)sandbox_before_request();
         PyEval_RestoreThread(tstate);
         worker_execute(&ctx, req);
+        if (atomic_load(&ctx.given_up)) {
+            break;
+        }
         (void)PyEval_SaveThread();
+        enif_mutex_lock(pool.mutex);
+        pool.busy--;
+        enif_mutex_unlock(pool.mutex);
     }
+    /* Given up on: a replacement serves the queue since; this thread ends with its
+     * request. GIL held. */
+    tls_ctx = NULL;
+    PyThreadState_Clear(tstate);
+    PyThreadState_DeleteCurrent();
+    enif_mutex_lock(pool.mutex);
+    pool.busy--;
+    pool.given_up--;
+    enif_mutex_unlock(pool.mutex);
     return NULL;
+}
+
+static bool
+start_worker_thread(char *err, size_t errlen)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    int rc;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&tid, &attr, worker_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a worker thread: %s", strerror(rc));
+        return false;
+    }
+    return true;
 }
 
 bool
 worker_pool_start(int n, char *err, size_t errlen)
 {
-    pthread_attr_t attr;
-
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     for (int i = 0; i < n; i++) {
-        pthread_t tid;
-        int rc = pthread_create(&tid, &attr, worker_main, NULL);
-        if (rc != 0) {
-            snprintf(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc));
-            pthread_attr_destroy(&attr);
+        if (!start_worker_thread(err, errlen)) {
             return false;
         }
         enif_mutex_lock(pool.mutex);
         pool.size++;
         enif_mutex_unlock(pool.mutex);
     }
-    pthread_attr_destroy(&attr);
     return true;
+}
+
+bool
+worker_pool_reserve_replacement(int max_given_up)
+{
+    bool ok;
+
+    enif_mutex_lock(pool.mutex);
+    ok = pool.given_up < max_given_up;
+    if (ok) {
+        pool.given_up++;
+    }
+    enif_mutex_unlock(pool.mutex);
+    return ok;
+}
+
+void
+worker_pool_cancel_replacement(void)
+{
+    enif_mutex_lock(pool.mutex);
+    pool.given_up--;
+    enif_mutex_unlock(pool.mutex);
+}
+
+void
+worker_pool_start_replacement(void)
+{
+    char err[128];
+
+    enif_mutex_lock(pool.mutex);
+    pool.given_up_total++;
+    enif_mutex_unlock(pool.mutex);
+    /* The given-up thread no longer counts among the workers; its replacement does. If
+     * no thread can be started the pool is one smaller (and info says so). */
+    if (!start_worker_thread(err, sizeof(err))) {
+        enif_mutex_lock(pool.mutex);
+        pool.size--;
+        enif_mutex_unlock(pool.mutex);
+    }
+}
+
+void
+worker_pool_stats(worker_stats_t *out)
+{
+    enif_mutex_lock(pool.mutex);
+    out->workers = pool.size;
+    out->busy = pool.busy - pool.given_up;
+    out->queued = atomic_load(&pool.queued);
+    out->given_up = pool.given_up;
+    out->given_up_total = pool.given_up_total;
+    enif_mutex_unlock(pool.mutex);
 }
 
 int

@@ -14,6 +14,7 @@ typedef enum { REQ_CALL, REQ_EVAL, REQ_EXEC } request_kind_t;
 typedef enum { REQ_QUEUED, REQ_RUNNING, REQ_DONE } request_state_t;
 
 struct waiter;
+struct thread_ctx;
 
 typedef struct request {
     request_kind_t kind;
@@ -28,8 +29,15 @@ typedef struct request {
     bool cancelled;
     bool sent;
     unsigned long thread_ident;   /* the Python thread running it, while RUNNING */
+    struct thread_ctx *runner;    /* that thread's context, while RUNNING */
     struct waiter *waiter;        /* set while its thread waits in erlang.call */
     struct request *next;         /* queue link */
+    /* The cancellation watch (py_cancel.c), under the watch's lock. */
+    bool watched;
+    bool given_up;
+    struct timespec cancelled_at;
+    struct timespec raised_at;
+    struct request *watch_next;
 } request_t;
 
 /* What a Python thread is doing for Erlang. Worker threads have one for
@@ -37,7 +45,17 @@ typedef struct request {
 typedef struct thread_ctx {
     unsigned long ident;
     request_t *current; /* the request this thread runs, innermost first */
+    bool worker;        /* a pool worker (not a thread Python started) */
+    atomic_bool given_up; /* replaced in the pool: exit once the current request ends */
 } thread_ctx_t;
+
+typedef struct {
+    int workers;        /* threads serving the queue */
+    int busy;           /* of those, running a request */
+    int queued;         /* requests waiting for a worker */
+    int given_up;       /* threads given up on that still run their cancelled request */
+    long given_up_total;
+} worker_stats_t;
 
 extern ErlNifResourceType *request_rtype;
 
@@ -46,6 +64,13 @@ bool worker_init_resources(ErlNifEnv *env);
 /* Starts n worker threads on the running interpreter. */
 bool worker_pool_start(int n, char *err, size_t errlen);
 int worker_pool_size(void);
+void worker_pool_stats(worker_stats_t *out);
+
+/* Giving up a worker (py_cancel.c): reserve a place (false at max_given_up threads given
+ * up at once), then either start the replacement or cancel the reservation. */
+bool worker_pool_reserve_replacement(int max_given_up);
+void worker_pool_cancel_replacement(void);
+void worker_pool_start_replacement(void);
 
 /* Spins while *value is 0, for at most max_ns; with yield, gives the core
  * up on each turn (to a thread that may be the one to answer). For waits

@@ -47,6 +47,8 @@ set_subprocess_mode() ->
 interpreter_options() ->
     Workers = application:get_env(erlang_python, workers, 8),
     AtomLimit = application:get_env(erlang_python, atom_limit, 10000),
+    GiveUpAfter = application:get_env(erlang_python, give_up_after, 1000),
+    MaxGivenUp = application:get_env(erlang_python, max_given_up, 64),
     PythonPath = filename:join(code:priv_dir(erlang_python), "python"),
     Base = #{python_path => unicode:characters_to_binary(PythonPath)},
     if
@@ -54,8 +56,13 @@ interpreter_options() ->
             {error, {bad_env, workers, Workers}};
         not (is_integer(AtomLimit) andalso AtomLimit >= 0) ->
             {error, {bad_env, atom_limit, AtomLimit}};
+        not (is_integer(GiveUpAfter) andalso GiveUpAfter >= 0 andalso GiveUpAfter < 1 bsl 31) ->
+            {error, {bad_env, give_up_after, GiveUpAfter}};
+        not (is_integer(MaxGivenUp) andalso MaxGivenUp >= 0 andalso MaxGivenUp =< 4096) ->
+            {error, {bad_env, max_given_up, MaxGivenUp}};
         true ->
-            Options = Base#{workers => Workers, atom_limit => AtomLimit},
+            Options = Base#{workers => Workers, atom_limit => AtomLimit,
+                            give_up_after => GiveUpAfter, max_given_up => MaxGivenUp},
             case python_executable() of
                 undefined -> {ok, Options};
                 {ok, Python} -> {ok, Options#{python => Python}};

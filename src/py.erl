@@ -21,7 +21,7 @@
 -export([call/3, call/4, call/5]).
 -export([eval/1, eval/2, eval/3]).
 -export([exec/1, exec/2]).
--export([version/0, executable/0, sys_path/0]).
+-export([version/0, executable/0, sys_path/0, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
@@ -124,6 +124,27 @@ executable() ->
 -spec sys_path() -> {ok, [binary()]} | {error, error_reason()}.
 sys_path() ->
     eval(<<"list(__import__('sys').path)">>).
+
+%% @doc The state of the worker pool, for operators:
+%% <ul>
+%% <li>`running': whether the interpreter runs;</li>
+%% <li>`workers': threads serving calls; `busy': of those, running one;
+%%   `queued': calls waiting for a worker;</li>
+%% <li>`given_up': threads given up on because they still ran a cancelled call
+%%   `give_up_after' ms after its cancellation (each was replaced, and ends
+%%   when its call does), at most `max_given_up' at once; `given_up_total'
+%%   since start;</li>
+%% <li>`atoms_created' by erlang.Atom, `library' (libpython) and
+%%   `default_python' (the NIF's build Python).</li>
+%% </ul>
+-spec info() -> #{running := boolean(), workers := non_neg_integer(),
+                  busy := non_neg_integer(), queued := non_neg_integer(),
+                  given_up := non_neg_integer(), given_up_total := non_neg_integer(),
+                  max_given_up := non_neg_integer(), give_up_after := non_neg_integer(),
+                  atoms_created := non_neg_integer(), library := binary(),
+                  default_python := binary()}.
+info() ->
+    py_nif:info().
 
 %% @doc Makes `Fun' callable from Python as `erlang.Name(...)',
 %% `from erlang import Name' or `erlang.call("Name", ...)'. `Fun' receives

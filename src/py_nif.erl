@@ -29,7 +29,8 @@ priv_dir() ->
 
 %% @doc Starts the interpreter and its worker threads, once per OS process.
 -spec start(#{python => binary(), python_path => binary(), workers => pos_integer(),
-              atom_limit => non_neg_integer()}) ->
+              atom_limit => non_neg_integer(), give_up_after => non_neg_integer(),
+              max_given_up => non_neg_integer()}) ->
     ok | already_started | {error, binary()}.
 start(_Options) ->
     erlang:nif_error(not_loaded).
@@ -62,6 +63,7 @@ callback_reply(_Waiter, _Reply) ->
 submit_nested(_Waiter, _Kind, _Ref, _Payload) ->
     erlang:nif_error(not_loaded).
 
+%% @doc The interpreter and the pool: see py:info/0.
 -spec info() -> #{atom() => term()}.
 info() ->
     erlang:nif_error(not_loaded).

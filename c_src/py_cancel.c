@@ -1,0 +1,212 @@
+#include "py_cancel.h"
+
+#include <pthread.h>
+#include <time.h>
+
+#include "py_erlang_module.h"
+
+/* The watch list: cancelled requests that were running, linked through watch_next. Its own
+ * lock, a plain pthread one for its timed wait; taken before the request lock, never after. */
+static struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    request_t *head;
+    cancel_options_t options;
+} watch = {
+    .mutex = PTHREAD_MUTEX_INITIALIZER,
+    .options = {.give_up_after_ms = 1000, .max_given_up = 64},
+};
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+
+static void
+watch_init(void)
+{
+    pthread_condattr_t attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&watch.cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+void
+cancel_configure(const cancel_options_t *opts)
+{
+    pthread_mutex_lock(&watch.mutex);
+    watch.options = *opts;
+    pthread_mutex_unlock(&watch.mutex);
+}
+
+void
+cancel_options(cancel_options_t *out)
+{
+    pthread_mutex_lock(&watch.mutex);
+    *out = watch.options;
+    pthread_mutex_unlock(&watch.mutex);
+}
+
+static long
+ms_between(const struct timespec *from, const struct timespec *to)
+{
+    return (to->tv_sec - from->tv_sec) * 1000L + (to->tv_nsec - from->tv_nsec) / 1000000L;
+}
+
+void
+cancel_watch(request_t *req)
+{
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch.mutex);
+    if (!req->watched) {
+        enif_keep_resource(req);
+        req->watched = true;
+        clock_gettime(CLOCK_MONOTONIC, &req->cancelled_at);
+        req->raised_at = (struct timespec){0, 0}; /* due at once */
+        req->watch_next = watch.head;
+        watch.head = req;
+        pthread_cond_signal(&watch.cond);
+    }
+    pthread_mutex_unlock(&watch.mutex);
+}
+
+/* What a request runs, for the log: {Module, Function} of a call, else eval or exec. The
+ * payload was copied into req->env when the request was made and never changes. */
+static ERL_NIF_TERM
+request_summary(ErlNifEnv *env, request_t *req)
+{
+    int arity;
+    const ERL_NIF_TERM *elems;
+
+    if (req->kind == REQ_CALL && enif_get_tuple(req->env, req->payload, &arity, &elems) &&
+        arity == 4) {
+        return enif_make_tuple2(env, enif_make_copy(env, elems[0]), enif_make_copy(env, elems[1]));
+    }
+    return req->kind == REQ_EVAL ? ATOMS.eval : ATOMS.exec;
+}
+
+/* Tells py_pool_events, which logs a warning, that a worker was given up. */
+static void
+report_given_up(request_t *req, long ms)
+{
+    ErlNifEnv *env = enif_alloc_env();
+    ErlNifPid events;
+
+    if (env == NULL) {
+        return;
+    }
+    if (enif_whereis_pid(NULL, enif_make_atom(env, "py_pool_events"), &events)) {
+        ERL_NIF_TERM msg = enif_make_tuple3(env, enif_make_atom(env, "py_worker_given_up"),
+                                            request_summary(env, req), enif_make_long(env, ms));
+        (void)enif_send(NULL, &events, env, msg);
+    }
+    enif_free_env(env);
+}
+
+/* Gives req's worker up if a replacement may be started: the worker exits once req ends. */
+static void
+give_up(request_t *req, long ms, int max_given_up)
+{
+    bool marked = false;
+
+    if (!worker_pool_reserve_replacement(max_given_up)) {
+        return; /* at the bound: tried again on the next round */
+    }
+    request_lock();
+    if (req->state == REQ_RUNNING && req->runner != NULL && req->runner->worker) {
+        atomic_store(&req->runner->given_up, true);
+        marked = true;
+    }
+    request_unlock();
+    if (!marked) {
+        worker_pool_cancel_replacement(); /* it ended meanwhile, or runs on no worker */
+        req->given_up = true;              /* nothing to give up: do not try again */
+        return;
+    }
+    req->given_up = true;
+    worker_pool_start_replacement();
+    report_given_up(req, ms);
+}
+
+/* One round over the watch list (its lock held): drops the requests that ended, gives up
+ * the workers of those past the limit, and collects those due for another CallCancelled
+ * (with a reference each) into due. Returns how many. */
+static int
+round_over_watch(request_t **due, int max_due)
+{
+    struct timespec now;
+    int n = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    for (request_t **link = &watch.head; *link != NULL;) {
+        request_t *req = *link;
+        bool running, waiting;
+
+        request_lock();
+        running = req->state == REQ_RUNNING;
+        waiting = req->waiter != NULL;
+        request_unlock();
+        if (!running) {
+            *link = req->watch_next;
+            req->watch_next = NULL;
+            enif_release_resource(req);
+            continue;
+        }
+        if (!req->given_up && ms_between(&req->cancelled_at, &now) >= watch.options.give_up_after_ms) {
+            give_up(req, ms_between(&req->cancelled_at, &now), watch.options.max_given_up);
+        }
+        /* A thread waiting in erlang.call was woken by the cancellation itself. */
+        if (!waiting && n < max_due && ms_between(&req->raised_at, &now) >= CANCEL_REPEAT_MS) {
+            req->raised_at = now;
+            enif_keep_resource(req);
+            due[n++] = req;
+        }
+        link = &req->watch_next;
+    }
+    return n;
+}
+
+void
+cancel_serve(PyThreadState *tstate)
+{
+    enum { MAX_DUE = 64 };
+    request_t *due[MAX_DUE];
+
+    pthread_once(&watch_once, watch_init);
+    for (;;) {
+        int n;
+
+        pthread_mutex_lock(&watch.mutex);
+        while (watch.head == NULL) {
+            pthread_cond_wait(&watch.cond, &watch.mutex);
+        }
+        n = round_over_watch(due, MAX_DUE);
+        if (n == 0) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += CANCEL_REPEAT_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            (void)pthread_cond_timedwait(&watch.cond, &watch.mutex, &until);
+            pthread_mutex_unlock(&watch.mutex);
+            continue;
+        }
+        pthread_mutex_unlock(&watch.mutex);
+
+        PyEval_RestoreThread(tstate);
+        for (int i = 0; i < n; i++) {
+            request_t *req = due[i];
+            request_lock();
+            /* RUNNING changes only on a thread holding the GIL, which we now hold: the
+             * exception cannot land in the next request of that thread. */
+            if (req->state == REQ_RUNNING && req->waiter == NULL) {
+                PyThreadState_SetAsyncExc(req->thread_ident, erlmod_exception("CallCancelled"));
+            }
+            request_unlock();
+        }
+        tstate = PyEval_SaveThread();
+        for (int i = 0; i < n; i++) {
+            enif_release_resource(due[i]);
+        }
+    }
+}

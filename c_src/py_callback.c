@@ -144,6 +144,9 @@ reply_to_python(waiter_t *w, PyObject *name)
     int arity = 0;
     const ERL_NIF_TERM *elems;
 
+    if (w->reply_env == NULL) {
+        return PyErr_NoMemory(); /* callback_reply_nif could not keep the reply */
+    }
     if (!enif_get_tuple(w->reply_env, w->reply, &arity, &elems) || arity < 2) {
         PyErr_SetString(erlmod_exception("Error"), "malformed callback reply");
         return NULL;
@@ -432,22 +435,30 @@ ERL_NIF_TERM
 callback_reply_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     waiter_t *w;
+    ErlNifEnv *reply_env;
     ERL_NIF_TERM result = ATOMS.ok;
 
     if (!enif_get_resource(env, argv[0], waiter_rtype, (void **)&w)) {
         return enif_make_badarg(env);
     }
+    /* Made before the lock. Without it the waiter is still woken, with no reply env:
+     * erlang.call then raises MemoryError rather than wait for ever. */
+    reply_env = enif_alloc_env();
     enif_mutex_lock(w->mutex);
     if (w->closed || w->has_reply) {
         result = make_error(env, ATOMS.closed);
     } else {
-        w->reply_env = enif_alloc_env();
-        w->reply = enif_make_copy(w->reply_env, argv[1]);
+        w->reply_env = reply_env;
+        w->reply = reply_env == NULL ? 0 : enif_make_copy(reply_env, argv[1]);
+        reply_env = NULL;
         w->has_reply = true;
         atomic_fetch_add(&w->events, 1);
-    enif_cond_signal(w->cond);
+        enif_cond_signal(w->cond);
     }
     enif_mutex_unlock(w->mutex);
+    if (reply_env != NULL) {
+        enif_free_env(reply_env);
+    }
     return result;
 }
 

@@ -1,5 +1,5 @@
 /* Python -> Erlang: erlang.call, erlang.send, erlang.self, and the requests
- * that Erlang funs make while Python waits for them (DESIGN.md, decision 2).
+ * that Erlang funs make while Python waits for them (docs/design.md, decision 2).
  *
  * A Python thread that calls Erlang sends {py_callback, Ref, Waiter, Name,
  * Args} to the process that owns its current request (or, on a thread that

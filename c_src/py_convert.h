@@ -1,5 +1,5 @@
 /* Term <-> object conversion. Both directions run with the GIL held, on a
- * Python thread: never on a scheduler (DESIGN.md, decision 1). */
+ * Python thread: never on a scheduler (docs/design.md, decision 1). */
 #ifndef PY_CONVERT_H
 #define PY_CONVERT_H
 

@@ -1,6 +1,6 @@
 /* The interpreter's lifecycle and the thread that owns it.
  *
- * One interpreter per OS process (DESIGN.md, decision 3). It is initialised on
+ * One interpreter per OS process (docs/design.md, decision 3). It is initialised on
  * a thread of its own that never runs user code, so Python's signal module
  * sees no main thread it could install handlers from, and Python's signal
  * handlers are off. It is never finalised: finalising and initialising again

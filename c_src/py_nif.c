@@ -1,7 +1,7 @@
 /* erlang_python NIF entry: the function table, load and upgrade.
  *
  * The NIFs only enqueue and signal; Python runs on threads of its own
- * (py_worker.c) and answers with messages (DESIGN.md, decision 1).
+ * (py_worker.c) and answers with messages (docs/design.md, decision 1).
  */
 #include "py_common.h"
 

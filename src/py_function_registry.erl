@@ -5,7 +5,7 @@
 -behaviour(gen_server).
 
 -export([start_link/0, register/2, unregister/1, lookup/1]).
--export([init/1, handle_call/3, handle_cast/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(TABLE, py_functions).
 
@@ -41,14 +41,30 @@ init([]) ->
     true = ets:insert(?TABLE, py_port_helpers:functions()),
     {ok, #{}}.
 
--spec handle_call(term(), gen_server:from(), State) -> {reply, ok, State}.
+%% Anything else is logged and answered, never a crash: a crash would take the table, and
+%% every registration, with it.
+-spec handle_call(term(), gen_server:from(), State) -> {reply, ok | {error, unknown_call}, State}.
 handle_call({register, Name, Target}, _From, State) ->
     true = ets:insert(?TABLE, {Name, Target}),
     {reply, ok, State};
 handle_call({unregister, Name}, _From, State) ->
     true = ets:delete(?TABLE, Name),
-    {reply, ok, State}.
+    {reply, ok, State};
+handle_call(Request, From, State) ->
+    unexpected(call, Request, From),
+    {reply, {error, unknown_call}, State}.
 
 -spec handle_cast(term(), State) -> {noreply, State}.
-handle_cast(_Msg, State) ->
+handle_cast(Msg, State) ->
+    unexpected(cast, Msg, undefined),
     {noreply, State}.
+
+-spec handle_info(term(), State) -> {noreply, State}.
+handle_info(Msg, State) ->
+    unexpected(info, Msg, undefined),
+    {noreply, State}.
+
+-spec unexpected(call | cast | info, term(), gen_server:from() | undefined) -> ok.
+unexpected(Kind, Message, From) ->
+    logger:warning("py_function_registry: unexpected ~p ~0tP from ~0tp, ignored",
+                   [Kind, Message, 20, From], #{domain => [erlang_python]}).

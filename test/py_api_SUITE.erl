@@ -14,7 +14,7 @@ all() ->
      eval_statements_give_none, exec_defines_for_eval_and_call, code_as_string_and_iolist,
      code_with_unicode, version_executable_sys_path, bad_module_and_function_names,
      bad_args_and_kwargs, bad_code, bad_locals, bad_timeouts, register_function_bad_input,
-     not_started_error].
+     registry_survives_unexpected_messages, not_started_error].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -166,3 +166,16 @@ not_started_error(_Config) ->
     after
         py_test_peer:stop(Peer)
     end.
+
+%% @doc The function registry answers an unexpected call with an error and ignores
+%% unexpected casts and messages: it does not crash, and no registration is lost.
+registry_survives_unexpected_messages(_Config) ->
+    ok = py:register_function(survivor, fun([X]) -> X + 1 end),
+    Registry = whereis(py_function_registry),
+    ?assertEqual({error, unknown_call}, gen_server:call(py_function_registry, bogus)),
+    ok = gen_server:cast(py_function_registry, bogus),
+    py_function_registry ! bogus,
+    ?assertEqual({error, unknown_call}, gen_server:call(py_function_registry, {bogus, 1, 2})),
+    ?assertEqual(Registry, whereis(py_function_registry)),
+    ?assertEqual({ok, 42}, py:eval(<<"__import__('erlang').survivor(41)">>)),
+    ok = py:unregister_function(survivor).

@@ -8,6 +8,27 @@
 
 static atomic_long atom_limit = 10000;
 static atomic_long atoms_created = 0;
+static bool (*cancel_check)(void) = NULL;
+
+void
+conv_set_cancel_check(bool (*cancelled)(void))
+{
+    cancel_check = cancelled;
+}
+
+/* Every CONV_CANCEL_CHECK_EVERY items: false, with CallCancelled set, once the request
+ * this conversion runs for was cancelled. A long conversion runs no bytecode, so the
+ * exception the cancellation raises asynchronously would wait until it ends. */
+static bool
+still_wanted(size_t count)
+{
+    if (count % CONV_CANCEL_CHECK_EVERY != 0 || cancel_check == NULL || !cancel_check()) {
+        return true;
+    }
+    PyErr_SetString(erlmod_exception("CallCancelled"),
+                    "the py:call this conversion runs for timed out or its caller exited");
+    return false;
+}
 
 void
 conv_set_atom_limit(long limit)
@@ -226,7 +247,11 @@ list_to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
     }
     for (unsigned i = 0; i < len; i++) {
         PyObject *item;
-        if (!enif_get_list_cell(env, tail, &head, &tail)) {
+        if (!enif_get_list_cell(env, tail, &head, &tail) || !still_wanted(i + 1)) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(list);
+                return NULL;
+            }
             break;
         }
         item = to_py(env, head, depth + 1);
@@ -549,13 +574,22 @@ sequence_to_list(ErlNifEnv *env, PyObject *seq, ERL_NIF_TERM *out, int depth)
         return false;
     }
     for (Py_ssize_t i = 0; i < len && ok; i++) {
+        PyObject *item;
         /* A list may shrink while we convert (a __repr__ can mutate it). */
         if (i >= PySequence_Fast_GET_SIZE(seq)) {
             PyErr_SetString(PyExc_RuntimeError, "list changed size during conversion");
             ok = false;
             break;
         }
-        ok = to_term(env, PySequence_Fast_GET_ITEM(seq, i), &items[i], depth + 1);
+        if (!still_wanted((size_t)i + 1)) {
+            ok = false;
+            break;
+        }
+        /* Our own reference: converting it may run Python code (__index__, __iter__,
+         * items(), __repr__) that removes it from the list, which would free it under us. */
+        item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        ok = to_term(env, item, &items[i], depth + 1);
+        Py_DECREF(item);
     }
     if (ok) {
         *out = PyTuple_Check(seq) ? enif_make_tuple_from_array(env, items, (unsigned)len)
@@ -565,51 +599,81 @@ sequence_to_list(ErlNifEnv *env, PyObject *seq, ERL_NIF_TERM *out, int depth)
     return ok;
 }
 
+/* Any other iterable (a generator, a set, an iterator): its items converted one by one as
+ * they come, never materialised as a Python list first, at most CONV_MAX_ITER_ITEMS of
+ * them, stopping if the request is cancelled. An endless generator so ends in an
+ * OverflowError (or the caller's timeout) with its memory bounded. */
 static bool
 iterable_to_list(ErlNifEnv *env, PyObject *obj, ERL_NIF_TERM *out, int depth)
 {
-    PyObject *list = PySequence_List(obj);
-    bool ok;
+    PyObject *iter = PyObject_GetIter(obj);
+    ERL_NIF_TERM *items = NULL;
+    size_t count = 0, capacity = 0;
+    bool ok = iter != NULL;
 
-    if (list == NULL) {
-        return false;
+    while (ok) {
+        PyObject *item = PyIter_Next(iter);
+        if (item == NULL) {
+            ok = !PyErr_Occurred();
+            break;
+        }
+        if (count == CONV_MAX_ITER_ITEMS) {
+            Py_DECREF(item);
+            PyErr_Format(PyExc_OverflowError,
+                         "iterable too long to convert (more than %d items); return a list, "
+                         "or fewer items",
+                         CONV_MAX_ITER_ITEMS);
+            ok = false;
+            break;
+        }
+        if (count == capacity) {
+            size_t grown = capacity == 0 ? 64 : capacity * 2;
+            ERL_NIF_TERM *bigger = enif_realloc(items, grown * sizeof(ERL_NIF_TERM));
+            if (bigger == NULL) {
+                Py_DECREF(item);
+                PyErr_NoMemory();
+                ok = false;
+                break;
+            }
+            items = bigger;
+            capacity = grown;
+        }
+        ok = to_term(env, item, &items[count], depth + 1) && still_wanted(count + 1);
+        Py_DECREF(item);
+        count++;
     }
-    if (PyList_GET_SIZE(list) > CONV_MAX_ITER_ITEMS) {
-        Py_DECREF(list);
-        PyErr_SetString(PyExc_OverflowError, "iterable too long to convert");
-        return false;
+    if (ok) {
+        *out = enif_make_list_from_array(env, items, (unsigned)count);
     }
-    ok = sequence_to_list(env, list, out, depth);
-    Py_DECREF(list);
+    if (items != NULL) {
+        enif_free(items);
+    }
+    Py_XDECREF(iter);
     return ok;
 }
 
 static bool
 dict_to_map(ErlNifEnv *env, PyObject *dict, ERL_NIF_TERM *out, int depth)
 {
-    Py_ssize_t pos = 0, i = 0;
-    Py_ssize_t len = PyDict_GET_SIZE(dict);
-    PyObject *key, *value;
+    /* A snapshot of the pairs, each held: converting a key or value may run Python code
+     * that changes the dict. */
+    PyObject *pairs = PyDict_Items(dict);
+    Py_ssize_t i = 0;
+    Py_ssize_t len = pairs == NULL ? 0 : PyList_GET_SIZE(pairs);
     ERL_NIF_TERM *keys = enif_alloc(sizeof(ERL_NIF_TERM) * (len > 0 ? (size_t)len : 1));
     ERL_NIF_TERM *values = enif_alloc(sizeof(ERL_NIF_TERM) * (len > 0 ? (size_t)len : 1));
-    bool ok = keys != NULL && values != NULL;
+    bool ok = pairs != NULL && keys != NULL && values != NULL;
 
-    if (!ok) {
+    if (!ok && pairs != NULL) {
         PyErr_NoMemory();
     }
-    while (ok && PyDict_Next(dict, &pos, &key, &value)) {
-        if (i >= len) {
-            PyErr_SetString(PyExc_RuntimeError, "dict changed size during conversion");
-            ok = false;
-            break;
-        }
-        Py_INCREF(key);
-        Py_INCREF(value);
-        ok = to_term(env, key, &keys[i], depth + 1) && to_term(env, value, &values[i], depth + 1);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        i++;
+    for (; ok && i < len; i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i);
+        ok = still_wanted((size_t)i + 1) &&
+             to_term(env, PyTuple_GET_ITEM(pair, 0), &keys[i], depth + 1) &&
+             to_term(env, PyTuple_GET_ITEM(pair, 1), &values[i], depth + 1);
     }
+    Py_XDECREF(pairs);
     if (ok && !enif_make_map_from_arrays(env, keys, values, (size_t)i, out)) {
         PyErr_SetString(PyExc_ValueError,
                         "two dict keys convert to the same Erlang term (e.g. 1 and True)");

@@ -10,8 +10,12 @@
 #define CONV_MAX_DEPTH 100000
 
 /* Most elements taken from an iterator that is not a list, tuple, dict or set:
- * a guard against infinite generators. */
-#define CONV_MAX_ITER_ITEMS 100000000
+ * a guard against endless or huge generators, whose items are converted one by
+ * one as they come (about 16 bytes of Erlang heap each, plus the item). */
+#define CONV_MAX_ITER_ITEMS 10000000
+
+/* How often (in items) a long conversion asks whether its request was cancelled. */
+#define CONV_CANCEL_CHECK_EVERY 65536
 
 /* Erlang -> Python: a new reference, or NULL with a Python exception set. */
 PyObject *conv_to_py(ErlNifEnv *env, ERL_NIF_TERM term);
@@ -26,6 +30,10 @@ bool conv_make_atom(ErlNifEnv *env, const char *utf8, size_t size, bool existing
 
 /* An atom's text as a str; NULL with a Python exception set. */
 PyObject *conv_atom_text(ErlNifEnv *env, ERL_NIF_TERM term);
+
+/* A long conversion stops with CallCancelled once this says the request it runs
+ * for was cancelled (set by the worker pool; NULL: never). */
+void conv_set_cancel_check(bool (*cancelled)(void));
 
 /* Most atoms that conversion may create from erlang.Atom values, over the
  * VM's life. */

@@ -683,9 +683,25 @@ start_worker_thread(char *err, size_t errlen)
     return true;
 }
 
+/* For conversions: whether the request this thread runs was cancelled. */
+static bool
+current_request_cancelled(void)
+{
+    thread_ctx_t *ctx = tls_ctx;
+    bool cancelled = false;
+
+    if (ctx != NULL && ctx->current != NULL) {
+        request_lock();
+        cancelled = ctx->current->cancelled;
+        request_unlock();
+    }
+    return cancelled;
+}
+
 bool
 worker_pool_start(int n, char *err, size_t errlen)
 {
+    conv_set_cancel_check(current_request_cancelled);
     for (int i = 0; i < n; i++) {
         if (!start_worker_thread(err, errlen)) {
             return false;

@@ -15,7 +15,9 @@ all() ->
      bitstrings_refused, lists, improper_lists_refused, tuples, maps, unhashable_keys_refused,
      colliding_map_keys_refused, colliding_keys_refused, opaque_terms, sets_and_iterables, numpy_values, other_objects,
      lone_surrogates, exception_types, round_trip_property, ten_megabyte_binary,
-     million_element_list, deep_nesting, too_deep_nesting].
+     million_element_list, deep_nesting, too_deep_nesting, endless_iterator_is_bounded,
+     huge_iterator_stops_at_the_timeout, list_cleared_during_conversion,
+     dict_cleared_during_conversion].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -315,4 +317,84 @@ probe_loop(Parent, Max) ->
     after 1 ->
         Late = erlang:monotonic_time(millisecond) - Start - 1,
         probe_loop(Parent, max(Max, Late))
+    end.
+
+%% The VM's resident memory, in MB.
+rss_mb() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, After] = binary:split(Status, <<"VmRSS:">>),
+    [Kb | _] = string:lexemes(After, " \t\n"),
+    binary_to_integer(Kb) div 1024.
+
+%% @doc A result that is an endless iterator (itertools.count()) ends in OverflowError at
+%% the iterator limit, converted item by item: memory stays bounded (under 1 GB more).
+endless_iterator_is_bounded(_Config) ->
+    Before = rss_mb(),
+    Peak = spawn_rss_watch(),
+    ?assertMatch({error, {'OverflowError', _, _}},
+                 py:eval(<<"__import__('itertools').count()">>, #{}, 60000)),
+    Max = stop_rss_watch(Peak),
+    ct:log("RSS ~b MB before, peak ~b MB", [Before, Max]),
+    ?assert(Max - Before < 1024).
+
+%% @doc A huge generator past the caller's timeout: {error, timeout} at the deadline, and
+%% the conversion notices the cancellation and stops, freeing its worker.
+huge_iterator_stops_at_the_timeout(_Config) ->
+    Start = erlang:monotonic_time(millisecond),
+    ?assertEqual({error, timeout},
+                 py:eval(<<"(i for i in range(10**10))">>, #{}, 300)),
+    ?assert(erlang:monotonic_time(millisecond) - Start < 2000),
+    ?assert(wait_until(fun() -> maps:get(busy, py:info()) =:= 0 end)),
+    ?assertEqual({ok, 2}, py:eval(<<"1 + 1">>)).
+
+%% @doc An element whose conversion empties the list it is in: no item is freed under
+%% the converter; the conversion fails cleanly and the VM goes on.
+list_cleared_during_conversion(_Config) ->
+    ok = py:exec(<<"class ClearsList:\n"
+                   "    def __index__(self):\n"
+                   "        victim.clear()\n"
+                   "        return 7\n"
+                   "victim = [ClearsList(), object(), [1, 2, 3]]\n">>),
+    ?assertMatch({error, {'RuntimeError', <<"list changed size during conversion">>, _}},
+                 py:eval(<<"victim">>)),
+    ok = py:exec(<<"victim = [ClearsList()]\n">>),
+    ?assertEqual({ok, [7]}, py:eval(<<"victim">>)),
+    ?assertEqual({ok, 2}, py:eval(<<"1 + 1">>)).
+
+%% @doc The same with a dict whose value's conversion empties it: converted from a
+%% snapshot of its pairs, each held.
+dict_cleared_during_conversion(_Config) ->
+    ok = py:exec(<<"class ClearsDict:\n"
+                   "    def __index__(self):\n"
+                   "        victim_d.clear()\n"
+                   "        return 8\n"
+                   "victim_d = {'a': ClearsDict(), 'b': [object()], 'c': 'text'}\n">>),
+    {ok, Map} = py:eval(<<"victim_d">>),
+    ?assertMatch(#{<<"a">> := 8, <<"c">> := <<"text">>}, Map),
+    ?assertEqual({ok, #{}}, py:eval(<<"victim_d">>)).
+
+spawn_rss_watch() ->
+    Parent = self(),
+    spawn_link(fun() -> rss_watch(Parent, 0) end).
+
+rss_watch(Parent, Max) ->
+    receive
+        {stop, From} -> From ! {peak, max(Max, rss_mb())}
+    after 20 ->
+        rss_watch(Parent, max(Max, rss_mb()))
+    end.
+
+stop_rss_watch(Watch) ->
+    Watch ! {stop, self()},
+    receive {peak, Max} -> Max end.
+
+wait_until(Check) ->
+    wait_until(Check, 250).
+
+wait_until(Check, 0) ->
+    Check();
+wait_until(Check, N) ->
+    case Check() of
+        true -> true;
+        false -> timer:sleep(20), wait_until(Check, N - 1)
     end.

@@ -29,6 +29,7 @@ static struct {
     char error[512];
     interp_options_t options;
     PyInterpreterState *main_state;
+    bool own_fs; /* Python's threads have a filesystem context apart from the VM's */
 } interp;
 
 /* Made once, before any thread can use it. */
@@ -45,6 +46,12 @@ PyInterpreterState *
 interp_main_state(void)
 {
     return interp.main_state;
+}
+
+bool
+interp_has_own_fs(void)
+{
+    return interp.own_fs;
 }
 
 bool
@@ -164,11 +171,20 @@ interp_main(void *arg)
     (void)arg;
     pthread_setname_np(pthread_self(), "py_interp");
     interp_thread_started();
+    /* A filesystem context (cwd, umask, root) of Python's own: os.chdir and os.umask then
+     * behave as in any Python process for all of Python's threads, which share it (the
+     * workers and their replacements are started from this thread, Python's threads from
+     * those), and the VM's threads keep theirs. Best effort: without it they would change
+     * the VM's. */
+    interp.own_fs = unshare(CLONE_FS) == 0;
     ok = initialise_python();
     if (ok) {
         ok = prepare_interpreter();
         interp.main_state = PyInterpreterState_Get();
         tstate = PyEval_SaveThread();
+    }
+    if (ok) {
+        ok = worker_pool_start(interp.options.workers, interp.error, sizeof(interp.error));
     }
     enif_mutex_lock(interp.mutex);
     interp.init_done = true;
@@ -224,9 +240,6 @@ interp_start(const interp_options_t *opts, char *err, size_t errlen)
     enif_mutex_unlock(interp.mutex);
     if (!interp.running) {
         snprintf(err, errlen, "%s", interp.error);
-        return INTERP_FAILED;
-    }
-    if (!worker_pool_start(opts->workers, err, errlen)) {
         return INTERP_FAILED;
     }
     return INTERP_STARTED;

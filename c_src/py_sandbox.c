@@ -51,6 +51,12 @@ static const char *const sbx_reason[] = {
                   "Set limits for the VM before it starts (ulimit, systemd), not from Python.",
     [SBX_TAMPER] = "It would remove the sandbox or finalise the interpreter under the VM.\n"
                    "The sandbox cannot be removed once installed.",
+    [SBX_CREDENTIALS] = "Credentials and the root directory belong to the whole Erlang VM; "
+                        "changing them can cut it off from its files, ports and sockets.\n"
+                        "Start the VM as the user it must run as; run commands as another "
+                        "user through Erlang ports.",
+    [SBX_MEMORY] = "It is the Erlang VM's own memory; writing it bypasses every other check.\n"
+                   "Exchange data with Erlang through calls and messages.",
 };
 
 /* PY_SANDBOX_BENCH_BASELINE builds a NIF without the sandbox (only `_erlang_sandbox`, whose
@@ -110,6 +116,47 @@ int sbx_refuse_signal_handler(const char *op)
 }
 
 /* ---- facts about the VM ------------------------------------------------------------ */
+
+/* Whether /proc/<id> is this process or one of its threads (a thread's id works there too,
+ * though /proc does not list it). */
+static int sbx_is_own_proc_id(long id)
+{
+    char path[64];
+
+    if (id == (long)getpid()) {
+        return 1;
+    }
+    snprintf(path, sizeof(path), "/proc/self/task/%ld", id);
+    return access(path, F_OK) == 0;
+}
+
+int sbx_is_own_memory(int dir_fd, const char *path)
+{
+    char joined[PATH_MAX + 64];
+    char resolved[PATH_MAX];
+    const char *target = path;
+    long id = 0, task = 0;
+    int used = 0;
+
+    if (path[0] != '/' && dir_fd != AT_FDCWD) {
+        snprintf(joined, sizeof(joined), "/proc/self/fd/%d/%s", dir_fd, path);
+        target = joined;
+    }
+    /* /proc/self, /proc/thread-self, /proc/self/fd/N and symlinks all resolve to the one
+     * canonical name. A file that does not exist yet is no alias of anything. */
+    if (realpath(target, resolved) == NULL) {
+        return 0;
+    }
+    if (sscanf(resolved, "/proc/%ld/mem%n", &id, &used) == 1 && resolved[used] == '\0') {
+        return sbx_is_own_proc_id(id);
+    }
+    used = 0;
+    if (sscanf(resolved, "/proc/%ld/task/%ld/mem%n", &id, &task, &used) == 2 &&
+        resolved[used] == '\0') {
+        return sbx_is_own_proc_id(id);
+    }
+    return 0;
+}
 
 int sbx_is_vm_fd(long fd)
 {
@@ -215,6 +262,11 @@ static int sbx_install_seccomp(void)
 #endif
         SBX_IF_NR(__NR_execve, SBX_EPERM),
         SBX_IF_NR(__NR_execveat, SBX_EPERM),
+        /* The VM's memory, from native code. (Not the credential calls: glibc's setuid
+         * makes every thread of the process repeat the call and aborts the process when
+         * one of them fails, as a filtered thread would.) */
+        SBX_IF_NR(__NR_process_vm_writev, SBX_EPERM),
+        SBX_IF_NR(__NR_ptrace, SBX_EPERM),
         SBX_IF_NR(__NR_clone3, SBX_ENOSYS),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
         SBX_LOAD(args[0]),
@@ -501,7 +553,8 @@ int sandbox_postinit(void)
                         "sandbox: sandbox_preinit() did not run before initialisation");
         return -1;
     }
-    if (sbx_install_wrappers() < 0 || sbx_undo_faulthandler() < 0) {
+    if (sbx_install_wrappers() < 0 || sbx_undo_faulthandler() < 0 ||
+        sbx_set_thread_stacks() < 0 || sbx_wrap_foreign_calls() < 0) {
         return -1;
     }
     sbx_patched = 1;

@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <frameobject.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -310,6 +311,27 @@ static int sbx_lowers_limit(PyObject *resource, PyObject *limits)
     return 0;
 }
 
+/* open(path, mode, flags): opening this process's memory for writing is refused (paths
+ * relative to a dir_fd are checked by os.open's wrapper, which sees the dir_fd). */
+static int sbx_audit_open(PyObject *args)
+{
+    PyObject *path = sbx_event_arg(args, 0);
+    PyObject *bytes = NULL;
+    long flags = sbx_as_long(sbx_event_arg(args, 2), 0);
+    int own = 0;
+
+    if ((flags & O_ACCMODE) == O_RDONLY || path == NULL || PyLong_Check(path)) {
+        return 0;
+    }
+    if (!PyUnicode_FSConverter(path, &bytes)) {
+        PyErr_Clear(); /* not a path: open itself refuses it */
+        return 0;
+    }
+    own = sbx_is_own_memory(AT_FDCWD, PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    return own ? sbx_refuse("writing /proc/self/mem", SBX_MEMORY) : 0;
+}
+
 int sbx_audit_hook(const char *event, PyObject *args, void *data)
 {
     PyObject *pid = NULL;
@@ -324,6 +346,9 @@ int sbx_audit_hook(const char *event, PyObject *args, void *data)
         if (event[1] == 's' && event[2] == '.') {
             return sbx_audit_os(event + 3, args);
         }
+        if (event[1] == 'p' && strcmp(event, "open") == 0) {
+            return sbx_audit_open(args);
+        }
         return 0;
     case 's':
         if (strcmp(event, "subprocess.Popen") == 0) {
@@ -337,6 +362,12 @@ int sbx_audit_hook(const char *event, PyObject *args, void *data)
     case 'c':
         if (strncmp(event, "ctypes.dlsym", 12) == 0) {
             return sbx_audit_dlsym(args);
+        }
+        /* _ctypes.call_function, the one foreign call with an audit event (the others
+         * arm the layer through the call slot of CFuncPtr, py_sandbox_wrap.c). */
+        if (strcmp(event, "ctypes.call_function") == 0) {
+            sbx_arm_kernel_layer();
+            return 0;
         }
         /* A library loaded by name is native code that can reach libc without asking
          * Python (ctypes' own dlopen(NULL) at import is not one). */

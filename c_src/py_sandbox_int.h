@@ -19,6 +19,8 @@ enum sbx_kind {
     SBX_FD,
     SBX_LIMIT,
     SBX_TAMPER,
+    SBX_CREDENTIALS,
+    SBX_MEMORY,
 };
 
 /* Facts about the VM, recorded by sandbox_preinit() before Python starts, read-only after. */
@@ -30,6 +32,9 @@ extern struct rlimit sbx_vm_limits[RLIM_NLIMITS]; /* as the VM had them */
 int sbx_refuse(const char *op, enum sbx_kind kind); /* sets RuntimeError, returns -1 */
 int sbx_refuse_signal_handler(const char *op);       /* SignalBlockedError, returns -1 */
 int sbx_is_vm_fd(long fd);
+/* 1 if `path' (resolved as open(2) would, relative to dir_fd unless it is AT_FDCWD) names
+ * the memory of this process: /proc/<pid>/mem or a task's, under any alias. */
+int sbx_is_own_memory(int dir_fd, const char *path);
 long sbx_as_long(PyObject *obj, long fallback);
 void sbx_arm_kernel_layer(void);       /* from now on, every Python thread is filtered */
 void sbx_filter_thread_if_armed(void); /* filters the calling thread if armed and not yet */
@@ -39,6 +44,11 @@ int sbx_audit_hook(const char *event, PyObject *args, void *data);
 
 /* py_sandbox_wrap.c */
 int sbx_install_wrappers(void); /* 0, or -1 with an exception set */
+/* Gives Python's threads stacks of SBX_PYTHON_THREAD_STACK bytes (_thread.stack_size), the
+ * size the recursion limit's cap is computed from; 0, or -1 with an exception set. */
+int sbx_set_thread_stacks(void);
+/* Makes every ctypes foreign call arm the kernel layer first; 0, or -1 with an exception. */
+int sbx_wrap_foreign_calls(void);
 int sbx_list_wrapped(PyObject *list);
 
 #endif

@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 
@@ -410,6 +411,214 @@ static enum sbx_verdict sbx_guard_dump_later(sbx_patch *patch, PyObject *self,
     return SBX_DENIED;
 }
 
+/* os.open(path, flags, mode, *, dir_fd): the audit event has no dir_fd, so a path relative
+ * to one is checked here. */
+static enum sbx_verdict sbx_guard_open(sbx_patch *patch, PyObject *self, sbx_call *call,
+                                       PyObject **result)
+{
+    PyObject *path = sbx_arg(call, 0, "path");
+    PyObject *dir_fd = sbx_arg(call, 3, "dir_fd");
+    PyObject *bytes = NULL;
+    long flags = sbx_as_long(sbx_arg(call, 1, "flags"), 0);
+    int own;
+
+    if (dir_fd == NULL || dir_fd == Py_None || path == NULL || (flags & O_ACCMODE) == O_RDONLY) {
+        return SBX_ALLOW;
+    }
+    if (!PyUnicode_FSConverter(path, &bytes)) {
+        PyErr_Clear();
+        return SBX_ALLOW; /* the original refuses it */
+    }
+    own = sbx_is_own_memory((int)sbx_as_long(dir_fd, AT_FDCWD), PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    if (own) {
+        sbx_refuse("writing /proc/self/mem", SBX_MEMORY);
+        return SBX_DENIED;
+    }
+    return SBX_ALLOW;
+}
+
+/* ---- recursion and stacks ------------------------------------------------------------ */
+
+/* Before 3.12 C code recurses under the same limit as Python code (Py_EnterRecursiveCall),
+ * and Python calls themselves recurse in C: a limit raised past what a thread's stack holds
+ * turns deep data (repr, json, pickle of nested lists) into a SIGSEGV of the whole VM. So
+ * the limit is capped at what the smallest stack of a thread running Python holds, at
+ * SBX_STACK_PER_LEVEL bytes a level: about twice the most measured (3.9, pickle and plain
+ * Python recursion on a 64 MB stack). Python threads get SBX_PYTHON_THREAD_STACK bytes;
+ * the workers have more. 3.12 and later bound C recursion on their own. */
+#define SBX_STACK_PER_LEVEL 640
+#if defined(__SANITIZE_ADDRESS__)
+#define SBX_PYTHON_THREAD_STACK (256L * 1024 * 1024)
+#else
+#define SBX_PYTHON_THREAD_STACK (32L * 1024 * 1024)
+#endif
+#define SBX_CAPS_RECURSION (PY_VERSION_HEX < 0x030C0000)
+
+/* The stack size Python threads get now (_thread.stack_size, 0 meaning the default). */
+static long sbx_python_stack = SBX_PYTHON_THREAD_STACK;
+
+static long sbx_default_thread_stack(void)
+{
+    struct rlimit limit;
+
+    /* glibc's default for new threads: the soft stack limit, 8 MB when it is unlimited. */
+    if (getrlimit(RLIMIT_STACK, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+        limit.rlim_cur > 0) {
+        return (long)limit.rlim_cur;
+    }
+    return 8L * 1024 * 1024;
+}
+
+static long sbx_max_recursion(void)
+{
+    return sbx_python_stack / SBX_STACK_PER_LEVEL;
+}
+
+/* Caps the current limit if it is above what the stacks hold; -1 if the warning raised. */
+static int sbx_cap_current_limit(void)
+{
+    long max = sbx_max_recursion();
+    int current = Py_GetRecursionLimit();
+
+    if (!SBX_CAPS_RECURSION || current <= max) {
+        return 0;
+    }
+    Py_SetRecursionLimit((int)max);
+    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                            "the recursion limit %d was lowered to %ld: deeper recursion would "
+                            "overflow a %ld-byte thread stack and crash the Erlang VM",
+                            current, max, sbx_python_stack);
+}
+
+static enum sbx_verdict sbx_guard_recursion_limit(sbx_patch *patch, PyObject *self,
+                                                  sbx_call *call, PyObject **result)
+{
+    long limit = 0;
+    long max = sbx_max_recursion();
+    int settled;
+
+    if (!SBX_CAPS_RECURSION) {
+        return SBX_ALLOW;
+    }
+    settled = sbx_settle_index(call, 0, "new_limit", &limit);
+    if (settled != 0) {
+        return settled < 0 ? SBX_DENIED : SBX_ALLOW;
+    }
+    if (limit <= max) {
+        return SBX_ALLOW;
+    }
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "sys.setrecursionlimit(%ld) lowered to %ld: deeper recursion would "
+                         "overflow a %ld-byte thread stack and crash the Erlang VM",
+                         limit, max, sbx_python_stack) < 0) {
+        return SBX_DENIED;
+    }
+    {
+        PyObject *capped = PyLong_FromLong(max);
+        if (capped == NULL || sbx_replace_arg(call, 0, "new_limit", capped) < 0) {
+            return SBX_DENIED;
+        }
+    }
+    return SBX_ALLOW;
+}
+
+/* _thread.stack_size(size): allowed; the stack size is recorded, and a recursion limit
+ * that the new, smaller stacks cannot hold is lowered. */
+static enum sbx_verdict sbx_guard_stack_size(sbx_patch *patch, PyObject *self, sbx_call *call,
+                                             PyObject **result)
+{
+    long size = 0;
+    int settled = sbx_settle_index(call, 0, "size", &size);
+
+    if (settled != 0) {
+        return settled < 0 ? SBX_DENIED : SBX_ALLOW; /* no argument: a query */
+    }
+    *result = sbx_call_original(patch, self, call);
+    if (*result == NULL) {
+        return SBX_DENIED;
+    }
+    sbx_python_stack = size == 0 ? sbx_default_thread_stack() : size;
+    if (sbx_cap_current_limit() < 0) {
+        Py_CLEAR(*result);
+        return SBX_DENIED;
+    }
+    return SBX_DONE;
+}
+
+/* ---- foreign calls ------------------------------------------------------------------ */
+
+/* A ctypes function pointer made from an address (CFUNCTYPE(...)(address)) raises no audit
+ * event, neither when made nor when called: native code reached that way would run
+ * unfiltered until something armed the kernel layer. So the call slot of _ctypes.CFuncPtr
+ * arms it first (it filters the calling thread at once); a program that never calls
+ * through ctypes pays nothing. Two places hold that slot's function: the type's tp_call,
+ * and the `__call__' wrapper descriptor in its dict, from which every foreign function type
+ * made later (CFUNCTYPE, a CDLL's functions) takes its own tp_call. Both are swapped. */
+static ternaryfunc sbx_foreign_call_original;
+
+static PyObject *sbx_foreign_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    sbx_arm_kernel_layer();
+    return sbx_foreign_call_original(self, args, kwargs);
+}
+
+int sbx_wrap_foreign_calls(void)
+{
+    PyObject *module = PyImport_ImportModule("_ctypes");
+    PyObject *type = module == NULL ? NULL : PyObject_GetAttrString(module, "CFuncPtr");
+    int rc = -1;
+
+    if (module == NULL) {
+        /* A Python built without ctypes has no foreign calls to watch. */
+        if (PyErr_ExceptionMatches(PyExc_ImportError)) {
+            PyErr_Clear();
+            rc = 0;
+        }
+        goto done;
+    }
+    if (type == NULL || !PyType_Check(type) || ((PyTypeObject *)type)->tp_call == NULL) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_RuntimeError, "sandbox: _ctypes.CFuncPtr has no call slot");
+        goto done;
+    }
+    if (((PyTypeObject *)type)->tp_call != sbx_foreign_call) {
+        PyObject *call = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, "__call__");
+        if (call == NULL || !PyObject_TypeCheck(call, &PyWrapperDescr_Type) ||
+            ((PyWrapperDescrObject *)call)->d_wrapped !=
+                (void *)((PyTypeObject *)type)->tp_call) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "sandbox: _ctypes.CFuncPtr.__call__ is not its call slot");
+            goto done;
+        }
+        sbx_foreign_call_original = ((PyTypeObject *)type)->tp_call;
+        ((PyWrapperDescrObject *)call)->d_wrapped = (void *)sbx_foreign_call;
+        ((PyTypeObject *)type)->tp_call = sbx_foreign_call;
+        PyType_Modified((PyTypeObject *)type);
+    }
+    rc = 0;
+done:
+    Py_XDECREF(type);
+    Py_XDECREF(module);
+    return rc;
+}
+
+int sbx_set_thread_stacks(void)
+{
+    PyObject *thread = PyImport_ImportModule("_thread");
+    PyObject *previous = thread == NULL
+                             ? NULL
+                             : PyObject_CallMethod(thread, "stack_size", "l",
+                                                   (long)SBX_PYTHON_THREAD_STACK);
+
+    Py_XDECREF(thread);
+    if (previous == NULL) {
+        return -1;
+    }
+    Py_DECREF(previous);
+    return 0;
+}
+
 static sbx_patch sbx_patches[] = {
     {"posix", "_exit", "os._exit", sbx_deny, SBX_EXIT},
     {"posix", "abort", "os.abort", sbx_deny, SBX_EXIT},
@@ -438,6 +647,20 @@ static sbx_patch sbx_patches[] = {
      SBX_EXIT},
     {"faulthandler", "_read_null", "faulthandler._read_null", sbx_deny, SBX_EXIT},
     {"faulthandler", "_stack_overflow", "faulthandler._stack_overflow", sbx_deny, SBX_EXIT},
+    {"posix", "setuid", "os.setuid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setgid", "os.setgid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "seteuid", "os.seteuid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setegid", "os.setegid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setreuid", "os.setreuid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setregid", "os.setregid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setresuid", "os.setresuid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setresgid", "os.setresgid", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "setgroups", "os.setgroups", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "initgroups", "os.initgroups", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "chroot", "os.chroot", sbx_deny, SBX_CREDENTIALS},
+    {"posix", "open", "os.open", sbx_guard_open, SBX_MEMORY},
+    {"sys", "setrecursionlimit", "sys.setrecursionlimit", sbx_guard_recursion_limit, SBX_LIMIT},
+    {"_thread", "stack_size", "_thread.stack_size", sbx_guard_stack_size, SBX_LIMIT},
 };
 
 #define SBX_NPATCHES ((int)(sizeof(sbx_patches) / sizeof(sbx_patches[0])))
@@ -495,7 +718,8 @@ static PyObject *sbx_enter(int i, PyObject *self, PyObject *const *args, Py_ssiz
 
 #define SBX_SLOTS(X)                                                                         \
     X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)  \
-        X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24)
+        X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) X(25) X(26) X(27) X(28)      \
+        X(29) X(30) X(31) X(32) X(33) X(34) X(35) X(36) X(37) X(38)
 
 SBX_SLOTS(SBX_WRAPPERS)
 

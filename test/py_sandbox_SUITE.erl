@@ -31,6 +31,9 @@ groups() ->
                   sys_exit_in_threads, sys_exit_in_asyncio_task, kernel_layer_arms_itself,
                   raw_ctypes_exec_and_vfork,
                   cffi_exec_and_vfork,
+                  foreign_call_without_a_library_is_filtered,
+                  credentials_are_refused, own_memory_is_not_writable,
+                  chdir_and_umask_are_pythons_own, recursion_limit_cannot_overflow_a_stack,
                   sandbox_survives_tampering_in_a_fresh_vm,
                   sandbox_survives_application_restart]}].
 
@@ -386,6 +389,150 @@ raw_ctypes_exec_and_vfork(Config) ->
              "    execv(TOUCH.encode(), argv)\n"
              "    exit_now(127)\n"
              "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
+
+%% @doc A foreign call through ctypes, to an address computed without loading any library
+%% by name (so nothing armed the kernel layer before), runs filtered: the call itself arms
+%% it, on the calling thread first. execv and vfork fail with EPERM.
+foreign_call_without_a_library_is_filtered(Config) ->
+    harmless(Config,
+             "import ctypes, errno, sys\n"
+             "sys.path.insert(0, PYTHON_TESTS)\n"
+             "from test_sandbox_support import raw_libc_function\n"
+             "import _erlang_sandbox\n"
+             "assert _erlang_sandbox.status()['kernel_layer'] == 'standby', _erlang_sandbox.status()\n"
+             "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
+             "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
+             "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"
+             "argv = (ctypes.c_char_p * 3)(TOUCH.encode(), TOUCH_FILE.encode(), None)\n"
+             "assert execv(TOUCH.encode(), argv) == -1\n"
+             "assert ctypes.get_errno() == errno.EPERM\n"
+             "assert _erlang_sandbox.thread_filtered()\n"
+             "pid = vfork()\n"
+             "if pid == 0:\n"
+             "    execv(TOUCH.encode(), argv)\n"
+             "    exit_now(127)\n"
+             "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
+
+%% @doc The VM's credentials and root: every os function that changes them is refused with
+%% the message of its kind (as root, os.setuid(65534) took the VM down before).
+credentials_are_refused(Config) ->
+    harmless(Config,
+             "import os\n"
+             "uid, gid = os.getuid(), os.getgid()\n"
+             "calls = [('setuid', (65534,)), ('setgid', (65534,)), ('seteuid', (65534,)),\n"
+             "         ('setegid', (65534,)), ('setreuid', (65534, 65534)),\n"
+             "         ('setregid', (65534, 65534)), ('setresuid', (65534, 65534, 65534)),\n"
+             "         ('setresgid', (65534, 65534, 65534)), ('setgroups', ([],)),\n"
+             "         ('initgroups', ('nobody', 65534)), ('chroot', ('/tmp',))]\n"
+             "for name, args in calls:\n"
+             "    try:\n"
+             "        getattr(os, name)(*args)\n"
+             "    except RuntimeError as e:\n"
+             "        first, second = str(e).split('\\n')[:2]\n"
+             "        assert first == 'os.%s is blocked in Erlang VM context.' % name, first\n"
+             "        assert second.startswith('Credentials and the root directory'), second\n"
+             "    else:\n"
+             "        raise AssertionError(name + ' was allowed')\n"
+             "assert (os.getuid(), os.getgid()) == (uid, gid)\n").
+
+%% @doc The VM's memory cannot be opened for writing through any alias of /proc/self/mem:
+%% /proc/<pid>/mem, /proc/thread-self/mem, a task's, a symlink, /proc/self/fd/N of a
+%% read-only descriptor, a path relative to a dir_fd. Reading is allowed.
+own_memory_is_not_writable(Config) ->
+    harmless(Config,
+             "import os, tempfile, threading\n"
+             "tid = threading.get_native_id()\n"
+             "link = os.path.join(tempfile.mkdtemp(), 'alias')\n"
+             "os.symlink('/proc/self/mem', link)\n"
+             "ro = open('/proc/self/mem', 'rb')\n"
+             "paths = ['/proc/self/mem', '/proc/%d/mem' % os.getpid(), '/proc/thread-self/mem',\n"
+             "         '/proc/self/task/%d/mem' % tid, '/proc/%d/mem' % tid, link,\n"
+             "         '/proc/self/fd/%d' % ro.fileno(), '/proc/self/../self/mem']\n"
+             "def refused(opener):\n"
+             "    try:\n"
+             "        opener()\n"
+             "    except RuntimeError as e:\n"
+             "        assert str(e).startswith('writing /proc/self/mem is blocked'), e\n"
+             "        return True\n"
+             "    return False\n"
+             "for p in paths:\n"
+             "    assert refused(lambda: open(p, 'r+b')), p\n"
+             "    assert refused(lambda: open(p, 'wb', buffering=0)), p\n"
+             "    assert refused(lambda: os.open(p, os.O_WRONLY)), p\n"
+             "    assert refused(lambda: os.open(p, os.O_RDWR)), p\n"
+             "proc = os.open('/proc/self', os.O_RDONLY)\n"
+             "assert refused(lambda: os.open('mem', os.O_RDWR, dir_fd=proc))\n"
+             "assert refused(lambda: open('mem', 'r+b', opener=lambda p, f: os.open(p, f, dir_fd=proc)))\n"
+             "os.close(proc)\n"
+             "ro.close()\n"
+             "with open('/proc/self/mem', 'rb') as f:\n"
+             "    assert f.readable()\n").
+
+%% @doc os.chdir and os.umask change Python's own directory and mask: every Python thread
+%% sees the change, the VM's threads do not (the VM's cwd, and the mode of files it creates).
+chdir_and_umask_are_pythons_own(Config) ->
+    in_peer(Config,
+            fun(Peer, _File) ->
+                    {ok, VmCwd} = peer:call(Peer, file, get_cwd, []),
+                    ok = peer:call(Peer, py, exec,
+                                   [<<"import os, threading\n"
+                                      "os.chdir('/tmp')\n"
+                                      "old_mask = os.umask(0o077)\n"
+                                      "seen = []\n"
+                                      "t = threading.Thread(target=lambda: seen.append(os.getcwd()))\n"
+                                      "t.start(); t.join()\n">>]),
+                    ?assertEqual({ok, VmCwd}, peer:call(Peer, file, get_cwd, [])),
+                    ?assertEqual({ok, [<<"/tmp">>, <<"/tmp">>, <<"/tmp">>, <<"/tmp">>]},
+                                 peer:call(Peer, py, eval,
+                                           [<<"seen + [os.getcwd() for _ in range(3)]">>])),
+                    Probe = filename:join(?config(priv_dir, Config),
+                                          "umask-" ++ integer_to_list(erlang:unique_integer([positive]))),
+                    ok = peer:call(Peer, file, write_file, [Probe, <<>>]),
+                    {ok, Info} = file:read_file_info(Probe),
+                    ?assertNotEqual(0, element(8, Info) band 8#044),
+                    ?assertEqual({ok, <<"/tmp\n">>},
+                                 peer:call(Peer, py, eval,
+                                           [<<"str(__import__('erlang').run_shell('pwd'))">>]))
+            end).
+
+%% @doc A recursion limit raised far past what a thread's stack holds cannot turn deep data
+%% into a SIGSEGV: repr, json and pickle of 300,000 nested lists end in RecursionError, on a
+%% worker, on a thread Python started, and after threading.stack_size shrank the stacks.
+recursion_limit_cannot_overflow_a_stack(Config) ->
+    harmless(Config,
+             "import sys, json, pickle, threading, warnings\n"
+             "warnings.simplefilter('ignore')\n"
+             "sys.setrecursionlimit(10**8)\n"
+             "def nest(n):\n"
+             "    x = []\n"
+             "    for _ in range(n):\n"
+             "        x = [x]\n"
+             "    return x\n"
+             "deep = nest(300000)\n"
+             "def check(results):\n"
+             "    for f in (repr, json.dumps, pickle.dumps):\n"
+             "        try:\n"
+             "            f(deep)\n"
+             "            results.append('no RecursionError from ' + f.__name__)\n"
+             "        except RecursionError:\n"
+             "            pass\n"
+             "def recurse(n):\n"
+             "    return 0 if n == 0 else 1 + recurse(n - 1)\n"
+             "problems = []\n"
+             "check(problems)\n"
+             "t = threading.Thread(target=check, args=(problems,))\n"
+             "t.start(); t.join()\n"
+             "threading.stack_size(4 * 1024 * 1024)\n"
+             "sys.setrecursionlimit(10**8)\n"
+             "def small_stack():\n"
+             "    check(problems)\n"
+             "    try:\n"
+             "        recurse(300000)\n"
+             "    except RecursionError:\n"
+             "        pass\n"
+             "t = threading.Thread(target=small_stack)\n"
+             "t.start(); t.join()\n"
+             "assert problems == [], problems\n").
 
 %% @doc libc's execv and vfork reached through cffi (no audit event) fail with EPERM: the
 %% seccomp filter of the Python threads. Were they let through, execv would replace the VM

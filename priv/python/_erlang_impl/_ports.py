@@ -172,6 +172,22 @@ def _env(env: Mapping | None) -> dict | None:
     return out
 
 
+def _cwd(cwd) -> bytes | None:
+    """The command's directory: the given one, else Python's working directory when it is
+    not the VM's (os.chdir changes it for Python's threads alone; docs/runtime.md). None
+    lets the command start in the VM's."""
+    if cwd is not None:
+        return _path("cwd", cwd)
+    try:
+        mine = os.getcwd()
+        # The process's entry is its main thread's: the VM's directory.
+        if mine != os.readlink(f"/proc/{os.getpid()}/cwd"):
+            return os.fsencode(mine)
+    except OSError:
+        pass
+    return None
+
+
 def _options(**given) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
@@ -209,7 +225,7 @@ def run_shell(
     options = _options(
         timeout=_seconds("timeout", timeout),
         max_output=None if max_output == DEFAULT_MAX_OUTPUT else _max_output(max_output),
-        cwd=None if cwd is None else _path("cwd", cwd),
+        cwd=_cwd(cwd),
         env=_env(env),
     )
     args = (line, options) if options else (line,)
@@ -242,7 +258,7 @@ def run(
         raise TypeError(f"input must be bytes, not {type(input).__name__}")
     options = _options(
         input=None if input is None else bytes(input),
-        cwd=None if cwd is None else _path("cwd", cwd),
+        cwd=_cwd(cwd),
         env=_env(env),
         timeout=_seconds("timeout", timeout),
         max_output=None if max_output is None else _max_output(max_output),
@@ -313,7 +329,7 @@ def start_worker(
             raise ValueError("stdout cannot go to stdout")
     owner = None if detached else erlang.self()
     options = _options(
-        cwd=None if cwd is None else _path("cwd", cwd),
+        cwd=_cwd(cwd),
         env=_env(env),
         owner=owner,
         **where,

@@ -30,7 +30,9 @@ re-import or replace it.
    before Python started), os.closerange (made harmless: it skips them),
    _posixsubprocess.fork_exec, signal.alarm / setitimer / raise_signal / signal /
    siginterrupt / set_wakeup_fd / pthread_kill, faulthandler.register,
-   dump_traceback_later(exit=True) and faulthandler's crash helpers; faulthandler.enable is
+   dump_traceback_later(exit=True) and faulthandler's crash helpers, the credential calls
+   (os.setuid and kin, os.chroot), os.open of the VM's memory relative to a dir_fd,
+   sys.setrecursionlimit and _thread.stack_size (capped, below); faulthandler.enable is
    made a no-op (it would put its handlers over the VM's). A wrapper converts each argument
    it checks once (__index__, __bool__) and passes the converted value on, so an argument
    cannot answer one thing to the check and another to the original.
@@ -38,8 +40,13 @@ re-import or replace it.
    start): fork, vfork, execve, execveat and clone of a new process fail with EPERM, clone3
    with ENOSYS (glibc then makes threads with clone). It stops native code, ctypes or cffi,
    that reaches libc's fork or exec without asking Python. It is armed when Python code
-   loads native code at run time (a library loaded by name through ctypes, cffi, tkinter),
-   since every system call of a filtered thread costs more; it cannot be disarmed.
+   loads native code at run time (a library loaded by name through ctypes, cffi, tkinter,
+   or the first foreign call through ctypes), since every system call of a filtered thread
+   costs more; it cannot be disarmed.
+4. Harmless by construction: Python's threads have a cwd and umask of their own
+   (``os.chdir``, ``os.umask`` never move the VM's), and before 3.12 the recursion limit is
+   capped at what the threads' stacks hold (``sys.setrecursionlimit``), so deep data ends in
+   ``RecursionError``, not a crash.
 
 Deliberate limits. An in-process sandbox protects the VM from mistakes and from ordinary
 libraries; it is not a jail for hostile code. CPython's documentation says as much of audit
@@ -99,4 +106,17 @@ BLOCKED: dict[str, str] = {
     "resource.setrlimit": "audit hook, when lowering a limit",
     "ctypes access to fork, exec*, system, posix_spawn, kill, _exit...": "audit hook",
     "fork/vfork/execve/clone from native code": "seccomp filter (EPERM), once armed",
+    "process_vm_writev, ptrace from native code": "seccomp filter (EPERM), once armed",
+    "os.setuid": "wrapper",
+    "os.setgid": "wrapper",
+    "os.seteuid": "wrapper",
+    "os.setegid": "wrapper",
+    "os.setreuid": "wrapper",
+    "os.setregid": "wrapper",
+    "os.setresuid": "wrapper",
+    "os.setresgid": "wrapper",
+    "os.setgroups": "wrapper",
+    "os.initgroups": "wrapper",
+    "os.chroot": "wrapper",
+    "writing /proc/self/mem (any alias)": "audit hook (open), os.open wrapper (dir_fd)",
 }

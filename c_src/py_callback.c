@@ -462,11 +462,24 @@ callback_reply_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return result;
 }
 
+static ERL_NIF_TERM submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
 /* submit_nested(Waiter, Kind, Ref, Payload) -> {ok, Request} | {error, closed}.
  * Runs the request on the thread that waits on Waiter, which is blocked
- * until the calling fun returns: the pool may have no thread to spare. */
+ * until the calling fun returns: the pool may have no thread to spare. A large
+ * payload is copied on a dirty scheduler, as submit's is. */
 ERL_NIF_TERM
 callback_submit_nested_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    if (argc == 4 && request_payload_is_large(env, argv[3])) {
+        return enif_schedule_nif(env, "submit_nested", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 submit_nested_copy_nif, argc, argv);
+    }
+    return submit_nested_copy_nif(env, argc, argv);
+}
+
+static ERL_NIF_TERM
+submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     waiter_t *w;
     request_t *req;

@@ -118,10 +118,9 @@ start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
 }
 
-/* submit(Kind, Ref, Payload) -> {ok, Request} | {error, not_started}.
- * The result arrives as {py_result, Ref, Result}. */
+/* submit's work: copy the payload into a request and queue it. */
 static ERL_NIF_TERM
-submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     request_kind_t kind;
     request_t *req;
@@ -141,6 +140,19 @@ submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     worker_pool_push(req);
     enif_release_resource(req);
     return enif_make_tuple2(env, ATOMS.ok, term);
+}
+
+/* submit(Kind, Ref, Payload) -> {ok, Request} | {error, not_started}.
+ * The result arrives as {py_result, Ref, Result}. A large payload is copied on a dirty
+ * scheduler, so that the caller's scheduler runs its other processes meanwhile. */
+static ERL_NIF_TERM
+submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    if (request_payload_is_large(env, argv[2])) {
+        return enif_schedule_nif(env, "submit", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_copy_nif,
+                                 argc, argv);
+    }
+    return submit_copy_nif(env, argc, argv);
 }
 
 /* cancel(Request) -> ok | already_sent | callback_pending */

@@ -109,6 +109,74 @@ request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
     return true;
 }
 
+/* The walk of request_payload_is_large: a stack of the containers still to visit. */
+typedef struct {
+    ERL_NIF_TERM items[REQUEST_WALK_DEPTH];
+    int top;
+} walk_t;
+
+/* Counts one element against the budget and keeps it to visit if it is a list, tuple or
+ * map; false when the budget or the stack is spent (the payload is then large). */
+static bool
+walk_element(ErlNifEnv *env, walk_t *walk, long *budget, ERL_NIF_TERM term)
+{
+    ErlNifTermType type = enif_term_type(env, term);
+
+    if (--*budget < 0) {
+        return false;
+    }
+    if (type == ERL_NIF_TERM_TYPE_LIST || type == ERL_NIF_TERM_TYPE_TUPLE ||
+        type == ERL_NIF_TERM_TYPE_MAP) {
+        if (walk->top == REQUEST_WALK_DEPTH) {
+            return false;
+        }
+        walk->items[walk->top++] = term;
+    }
+    return true;
+}
+
+bool
+request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload)
+{
+    walk_t walk = {.top = 0};
+    long budget = REQUEST_INLINE_NODES;
+
+    if (!walk_element(env, &walk, &budget, payload)) {
+        return true;
+    }
+    while (walk.top > 0) {
+        ERL_NIF_TERM term = walk.items[--walk.top], head, tail, key, value;
+        const ERL_NIF_TERM *elems;
+        int arity;
+        ErlNifMapIterator iter;
+        bool fits = true;
+
+        if (enif_get_tuple(env, term, &arity, &elems)) {
+            for (int i = 0; i < arity && fits; i++) {
+                fits = walk_element(env, &walk, &budget, elems[i]);
+            }
+        } else if (enif_is_map(env, term)) {
+            if (!enif_map_iterator_create(env, term, &iter, ERL_NIF_MAP_ITERATOR_FIRST)) {
+                return true;
+            }
+            while (fits && enif_map_iterator_get_pair(env, &iter, &key, &value)) {
+                fits = walk_element(env, &walk, &budget, key) &&
+                       walk_element(env, &walk, &budget, value);
+                enif_map_iterator_next(env, &iter);
+            }
+            enif_map_iterator_destroy(env, &iter);
+        } else {
+            for (tail = term; fits && enif_get_list_cell(env, tail, &head, &tail);) {
+                fits = walk_element(env, &walk, &budget, head);
+            }
+        }
+        if (!fits) {
+            return true;
+        }
+    }
+    return false;
+}
+
 request_t *
 request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref, ERL_NIF_TERM payload)
 {

@@ -80,6 +80,17 @@ void worker_spin_while_zero(atomic_int *value, long max_ns, bool yield);
 /* call, eval or exec; false for any other term. */
 bool request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind);
 
+/* Terms of more elements than this (lists, tuples and maps counted whole) are copied into a
+ * request on a dirty scheduler, not the caller's: a 100 MB term would hold a scheduler for
+ * tens of milliseconds. The walk that counts them stops at the bound, so it costs a small
+ * term a few microseconds at most. */
+#define REQUEST_INLINE_NODES 20000
+#define REQUEST_WALK_DEPTH 256
+
+/* Whether copying payload would take long enough to move off the caller's scheduler: more
+ * than REQUEST_INLINE_NODES elements, or nesting deeper than the walk follows. */
+bool request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload);
+
 /* A new request for the process of env. Returns NULL on allocation failure.
  * The caller owns one reference. */
 request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref,

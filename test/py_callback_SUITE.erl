@@ -699,19 +699,31 @@ rss_kb() ->
     binary_to_integer(Kb).
 
 %% @doc Last: after every case above (cancellations included), no Python thread is left
-%% running and every worker is free (as many 300 ms sleeps as workers finish together).
+%% running, no worker is busy or was given up, and every worker is free: as many 300 ms
+%% sleeps as workers finish together (in under 550 ms; a worker held by anything would
+%% make it 600 or more). Up to three tries, as a busy machine can stall the round once.
 -spec nothing_left_behind(list()) -> term().
 nothing_left_behind(Config) ->
     ?assertEqual(ok, python_threads_back_to(?config(python_threads, Config), 200)),
-    #{workers := Workers} = py_nif:info(),
+    ?assertMatch(#{busy := 0, queued := 0, given_up := 0}, py:info()),
+    Rounds = sleep_rounds(3, []),
+    ct:comment("all workers busy together, per try: ~p ms", [Rounds]),
+    ?assert(lists:min(Rounds) < 550).
+
+-spec sleep_rounds(non_neg_integer(), [integer()]) -> [integer()].
+sleep_rounds(0, Rounds) ->
+    lists:reverse(Rounds);
+sleep_rounds(Left, Rounds) ->
+    #{workers := Workers} = py:info(),
     Parent = self(),
     Start = erlang:monotonic_time(millisecond),
     Pids = [spawn_link(fun() -> Parent ! {self(), py:call(time, sleep, [0.3])} end)
             || _ <- lists:seq(1, Workers)],
     [receive {Pid, Result} -> ?assertEqual({ok, none}, Result) end || Pid <- Pids],
-    Elapsed = erlang:monotonic_time(millisecond) - Start,
-    ct:comment("~p workers busy together for ~p ms", [Workers, Elapsed]),
-    ?assert(Elapsed < 550).
+    case erlang:monotonic_time(millisecond) - Start of
+        Elapsed when Elapsed < 550 -> lists:reverse([Elapsed | Rounds]);
+        Elapsed -> sleep_rounds(Left - 1, [Elapsed | Rounds])
+    end.
 
 -spec python_threads_back_to(pos_integer(), non_neg_integer()) -> ok | {threads, term()}.
 python_threads_back_to(Expected, Tries) ->

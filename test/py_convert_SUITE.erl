@@ -302,11 +302,20 @@ crypto_free_bytes(N) ->
     rand:seed(exsss, {1, 2, 3}),
     << <<(rand:uniform(256) - 1)>> || _ <- lists:seq(1, N) >>.
 
-%% Runs Fun while a process sleeps 1 ms at a time and records how late it wakes.
+%% Runs Fun while a process sleeps 1 ms at a time and records how late it wakes. Both are
+%% pinned to scheduler 1: a probe on another scheduler would not see Fun hold its own (with
+%% two schedulers, the other one serves the probe). The probe starts once Fun's process
+%% holds its data (copying the closure into it is the spawn's work, not Fun's).
 with_latency_probe(Fun) ->
     Parent = self(),
-    Probe = spawn_link(fun() -> probe_loop(Parent, 0) end),
-    Result = Fun(),
+    Runner = spawn_opt(fun() ->
+        Parent ! {ready, self()},
+        receive go -> Parent ! {result, self(), Fun()} end
+    end, [link, {scheduler, 1}]),
+    receive {ready, Runner} -> ok end,
+    Probe = spawn_opt(fun() -> probe_loop(Parent, 0) end, [link, {scheduler, 1}]),
+    Runner ! go,
+    Result = receive {result, Runner, R} -> R end,
     Probe ! {stop, self()},
     receive {max_late, Probe, Max} -> {Max, Result} end.
 

@@ -705,10 +705,21 @@ rss_kb() ->
 -spec nothing_left_behind(list()) -> term().
 nothing_left_behind(Config) ->
     ?assertEqual(ok, python_threads_back_to(?config(python_threads, Config), 200)),
-    ?assertMatch(#{busy := 0, queued := 0, given_up := 0}, py:info()),
+    %% A worker counts as busy until it has put its thread state away, just after it sent
+    %% the last result.
+    ?assertEqual(ok, pool_idle(250)),
+    ?assertMatch(#{given_up := 0}, py:info()),
     Rounds = sleep_rounds(3, []),
     ct:comment("all workers busy together, per try: ~p ms", [Rounds]),
     ?assert(lists:min(Rounds) < 550).
+
+-spec pool_idle(non_neg_integer()) -> ok | {busy, map()}.
+pool_idle(Tries) ->
+    case py:info() of
+        #{busy := 0, queued := 0} -> ok;
+        Info when Tries =:= 0 -> {busy, Info};
+        _ -> timer:sleep(20), pool_idle(Tries - 1)
+    end.
 
 -spec sleep_rounds(non_neg_integer(), [integer()]) -> [integer()].
 sleep_rounds(0, Rounds) ->

@@ -605,9 +605,12 @@ report(Root, R, Seconds, Load0, Load1) ->
      end,
      "\n## Recovery from swallowed cancellations (issue 8 section 5)\n\n",
      "bench/cancel.escript, in a VM of its own: calls whose code swallows every\n"
-     "`CallCancelled` hold their workers until each is given up (`give_up_after`) and\n"
-     "replaced; small calls with a 50 ms timeout are tried until one is answered. Times are\n"
-     "from the moment the ten calls were made. docs/runtime.md, \"Cancellation\".\n\n",
+     "`CallCancelled` (and sleeps in C, where no interruption reaches it) hold their workers\n"
+     "until each is given up (`give_up_after`) and replaced; small calls with a 50 ms timeout\n"
+     "are tried until one is answered. Times are from the moment the ten calls were made.\n"
+     "Without the give-up, no small call would ever be answered. A pure-Python loop that\n"
+     "swallows the exception usually ends within milliseconds instead: one of the repeated\n"
+     "interruptions lands outside its `try`. docs/runtime.md, \"Cancellation\".\n\n",
      case maps:get(cancel_recovery, R) of
          {ok, CancelTable} -> CancelTable;
          {error, Why3} -> ["(not measured: ", Why3, ")\n"]

@@ -54,7 +54,7 @@ swallowed_cancellations_lose_no_worker(_Config) ->
         ?assertEqual({ok, 2.0}, call(Peer, py, call, [math, sqrt, [4], #{}, 5000])),
         ct:log("after 10 swallowed cancellations the next call took ~b ms",
                [erlang:monotonic_time(millisecond) - Start]),
-        ?assert(wait_until(fun() -> maps:get(given_up, call(Peer, py, info, [])) =:= 10 end)),
+        ?assert(py_test_wait:until(fun() -> maps:get(given_up, call(Peer, py, info, [])) =:= 10 end)),
         ?assertMatch(#{given_up := 10, given_up_total := 10, workers := 2},
                      call(Peer, py, info, []))
     end).
@@ -72,7 +72,7 @@ rebinding_call_cancelled_changes_nothing(_Config) ->
                                      "        except Exception:\n"
                                      "            pass\n">>]),
         ?assertEqual({error, timeout}, call(Peer, py, call, ['__main__', sleepy, [], #{}, 50])),
-        ?assert(wait_until(fun() -> maps:get(busy, call(Peer, py, info, [])) =:= 0 end)),
+        ?assert(py_test_wait:until(fun() -> maps:get(busy, call(Peer, py, info, [])) =:= 0 end)),
         ?assertMatch(#{given_up_total := 0}, call(Peer, py, info, []))
     end).
 
@@ -90,7 +90,7 @@ code_that_swallows_once_is_interrupted_again(_Config) ->
                                      "        pass\n">>]),
         ?assertEqual({error, timeout},
                      call(Peer, py, call, ['__main__', stubborn_once, [], #{}, 50])),
-        ?assert(wait_until(fun() -> maps:get(busy, call(Peer, py, info, [])) =:= 0 end)),
+        ?assert(py_test_wait:until(fun() -> maps:get(busy, call(Peer, py, info, [])) =:= 0 end)),
         ?assertMatch(#{given_up_total := 0}, call(Peer, py, info, []))
     end).
 
@@ -110,7 +110,7 @@ given_up_is_logged(_Config) ->
         ok = call(Peer, py_test_log_handler, install, []),
         ?assertEqual({error, timeout}, call(Peer, py, call, [time, sleep, [100], #{}, 20])),
         Warnings = fun() -> [T || {warning, T} <- call(Peer, py_test_log_handler, taken, [])] end,
-        ?assert(wait_until(fun() -> Warnings() =/= [] end)),
+        ?assert(py_test_wait:until(fun() -> Warnings() =/= [] end)),
         [Text] = Warnings(),
         ct:log("~ts", [Text]),
         ?assertNotEqual(nomatch, string:find(Text, "given up")),
@@ -122,7 +122,7 @@ given_up_is_logged(_Config) ->
 bound_on_given_up_threads(_Config) ->
     with_peer(#{workers => 1, give_up_after => 100, max_given_up => 1}, fun(Peer) ->
         ?assertEqual({error, timeout}, call(Peer, py, call, [time, sleep, [100], #{}, 20])),
-        ?assert(wait_until(fun() -> maps:get(given_up, call(Peer, py, info, [])) =:= 1 end)),
+        ?assert(py_test_wait:until(fun() -> maps:get(given_up, call(Peer, py, info, [])) =:= 1 end)),
         ?assertEqual({error, timeout}, call(Peer, py, call, [time, sleep, [100], #{}, 20])),
         timer:sleep(400),
         ?assertMatch(#{given_up := 1, given_up_total := 1, busy := 1},
@@ -156,13 +156,3 @@ with_peer(Env, Test) ->
 call(Peer, M, F, A) ->
     py_test_peer:call(Peer, M, F, A, 60000).
 
-wait_until(Check) ->
-    wait_until(Check, 250).
-
-wait_until(Check, 0) ->
-    Check();
-wait_until(Check, N) ->
-    case Check() of
-        true -> true;
-        false -> timer:sleep(20), wait_until(Check, N - 1)
-    end.

@@ -353,7 +353,7 @@ huge_iterator_stops_at_the_timeout(_Config) ->
     ?assertEqual({error, timeout},
                  py:eval(<<"(i for i in range(10**10))">>, #{}, 300)),
     ?assert(erlang:monotonic_time(millisecond) - Start < 2000),
-    ?assert(wait_until(fun() -> maps:get(busy, py:info()) =:= 0 end)),
+    ?assert(py_test_wait:until(fun() -> maps:get(busy, py:info()) =:= 0 end)),
     ?assertEqual({ok, 2}, py:eval(<<"1 + 1">>)).
 
 %% @doc An element whose conversion empties the list it is in: no item is freed under
@@ -397,13 +397,3 @@ stop_rss_watch(Watch) ->
     Watch ! {stop, self()},
     receive {peak, Max} -> Max end.
 
-wait_until(Check) ->
-    wait_until(Check, 250).
-
-wait_until(Check, 0) ->
-    Check();
-wait_until(Check, N) ->
-    case Check() of
-        true -> true;
-        false -> timer:sleep(20), wait_until(Check, N - 1)
-    end.

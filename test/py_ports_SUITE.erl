@@ -156,7 +156,7 @@ detached_worker_outlives_its_caller(_Config) ->
 port_programs_are_reused(_Config) ->
     Before = length(own_port_programs()),
     {ok, 50} = py:eval(<<"sum(1 for _ in range(50) if __import__('erlang').run(['true']).returncode == 0)">>),
-    ?assert(wait_until(fun() -> length(own_port_programs()) =< max(Before, 4) end),
+    ?assert(py_test_wait:until(fun() -> length(own_port_programs()) =< max(Before, 4) end),
             {Before, own_port_programs()}).
 
 %% This VM's py_exec_port processes: children of its erl_child_setup, the VM's child.
@@ -293,7 +293,7 @@ vm_death_kills_commands(_Config) ->
         ok = py_test_peer:call(Peer, py, exec, [<<"import erlang\nw = erlang.start_worker("
                                                        "'sleep ", Marker/binary, " & sleep ", Marker/binary,
                                                        "', detached=True)\n">>]),
-        wait_until(fun() -> length(processes_with(Marker)) >= 2 end),
+        py_test_wait:until(fun() -> length(processes_with(Marker)) >= 2 end),
         _ = os:cmd("kill -9 " ++ OsPid),
         ?assert(gone(Marker))
     after
@@ -322,15 +322,5 @@ has_marker(Pid, Marker) ->
 
 %% True once no process has Marker (killing a closed port's command is asynchronous).
 gone(Marker) ->
-    wait_until(fun() -> processes_with(Marker) =:= [] end).
+    py_test_wait:until(fun() -> processes_with(Marker) =:= [] end).
 
-wait_until(Check) ->
-    wait_until(Check, 250).
-
-wait_until(Check, 0) ->
-    Check();
-wait_until(Check, N) ->
-    case Check() of
-        true -> true;
-        false -> timer:sleep(20), wait_until(Check, N - 1)
-    end.

@@ -14,6 +14,21 @@
 -compile([export_all, nowarn_export_all]).
 
 -define(BLOCKED, " is blocked in Erlang VM context.").
+%% libc's execv and vfork through ctypes pointers made from computed addresses (no dlsym,
+%% no audit event): each must fail with EPERM. Needs ctypes, errno, raw_libc_function,
+%% TOUCH and TOUCH_FILE.
+-define(RAW_EXECV_AND_VFORK_FAIL,
+        "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
+        "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
+        "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"
+        "argv = (ctypes.c_char_p * 3)(TOUCH.encode(), TOUCH_FILE.encode(), None)\n"
+        "assert execv(TOUCH.encode(), argv) == -1\n"
+        "assert ctypes.get_errno() == errno.EPERM\n"
+        "pid = vfork()\n"
+        "if pid == 0:\n"
+        "    execv(TOUCH.encode(), argv)\n"
+        "    exit_now(127)\n"
+        "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
 -define(SPAWN_LINES, "\nfork()/exec() would corrupt the Erlang runtime.\n"
                      "Use Erlang ports (open_port/2) for subprocess management.").
 
@@ -378,17 +393,7 @@ raw_ctypes_exec_and_vfork(Config) ->
              "import _erlang_sandbox\n"
              "ctypes.CDLL('libc.so.6')  # loading a library by name arms the kernel layer\n"
              "assert _erlang_sandbox.thread_filtered()\n"
-             "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
-             "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
-             "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"
-             "argv = (ctypes.c_char_p * 3)(TOUCH.encode(), TOUCH_FILE.encode(), None)\n"
-             "assert execv(TOUCH.encode(), argv) == -1\n"
-             "assert ctypes.get_errno() == errno.EPERM\n"
-             "pid = vfork()\n"
-             "if pid == 0:\n"
-             "    execv(TOUCH.encode(), argv)\n"
-             "    exit_now(127)\n"
-             "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
+             ?RAW_EXECV_AND_VFORK_FAIL).
 
 %% @doc A foreign call through ctypes, to an address computed without loading any library
 %% by name (so nothing armed the kernel layer before), runs filtered: the call itself arms
@@ -400,18 +405,8 @@ foreign_call_without_a_library_is_filtered(Config) ->
              "from test_sandbox_support import raw_libc_function\n"
              "import _erlang_sandbox\n"
              "assert _erlang_sandbox.status()['kernel_layer'] == 'standby', _erlang_sandbox.status()\n"
-             "execv = raw_libc_function('execv', ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)\n"
-             "vfork = raw_libc_function('vfork', ctypes.c_int)\n"
-             "exit_now = raw_libc_function('_exit', None, ctypes.c_int)\n"
-             "argv = (ctypes.c_char_p * 3)(TOUCH.encode(), TOUCH_FILE.encode(), None)\n"
-             "assert execv(TOUCH.encode(), argv) == -1\n"
-             "assert ctypes.get_errno() == errno.EPERM\n"
-             "assert _erlang_sandbox.thread_filtered()\n"
-             "pid = vfork()\n"
-             "if pid == 0:\n"
-             "    execv(TOUCH.encode(), argv)\n"
-             "    exit_now(127)\n"
-             "assert pid == -1 and ctypes.get_errno() == errno.EPERM, pid\n").
+             ?RAW_EXECV_AND_VFORK_FAIL
+             "assert _erlang_sandbox.thread_filtered()\n").
 
 %% @doc The VM's credentials and root: every os function that changes them is refused with
 %% the message of its kind (as root, os.setuid(65534) took the VM down before).

@@ -116,12 +116,11 @@ give_up(request_t *req, long ms, int max_given_up)
         marked = true;
     }
     request_unlock();
+    req->given_up = true; /* never tried again: given up, or nothing to give up */
     if (!marked) {
         worker_pool_cancel_replacement(); /* it ended meanwhile, or runs on no worker */
-        req->given_up = true;              /* nothing to give up: do not try again */
         return;
     }
-    req->given_up = true;
     worker_pool_start_replacement();
     report_given_up(req, ms);
 }

@@ -29,7 +29,6 @@ static struct {
     char error[512];
     interp_options_t options;
     PyInterpreterState *main_state;
-    bool own_fs; /* Python's threads have a filesystem context apart from the VM's */
 } interp;
 
 /* Made once, before any thread can use it. */
@@ -46,12 +45,6 @@ PyInterpreterState *
 interp_main_state(void)
 {
     return interp.main_state;
-}
-
-bool
-interp_has_own_fs(void)
-{
-    return interp.own_fs;
 }
 
 bool
@@ -176,7 +169,7 @@ interp_main(void *arg)
      * workers and their replacements are started from this thread, Python's threads from
      * those), and the VM's threads keep theirs. Best effort: without it they would change
      * the VM's. */
-    interp.own_fs = unshare(CLONE_FS) == 0;
+    (void)unshare(CLONE_FS);
     ok = initialise_python();
     if (ok) {
         ok = prepare_interpreter();

@@ -30,8 +30,6 @@ typedef enum { INTERP_STARTED, INTERP_ALREADY_STARTED, INTERP_FAILED } interp_st
 interp_start_t interp_start(const interp_options_t *opts, char *err, size_t errlen);
 
 bool interp_is_running(void);
-/* Whether Python's threads have a cwd and umask of their own (unshare(CLONE_FS)). */
-bool interp_has_own_fs(void);
 PyInterpreterState *interp_main_state(void);
 
 /* Called by every thread the NIF starts to run Python, before it runs any. */

@@ -117,9 +117,7 @@ int sbx_refuse_signal_handler(const char *op)
 
 /* ---- facts about the VM ------------------------------------------------------------ */
 
-/* Whether /proc/<id> is this process or one of its threads (a thread's id works there too,
- * though /proc does not list it). */
-static int sbx_is_own_proc_id(long id)
+int sbx_is_own_proc_id(long id)
 {
     char path[64];
 
@@ -130,7 +128,9 @@ static int sbx_is_own_proc_id(long id)
     return access(path, F_OK) == 0;
 }
 
-int sbx_is_own_memory(int dir_fd, const char *path)
+/* 1 if `path' (resolved as open(2) would, relative to dir_fd unless it is AT_FDCWD) names
+ * the memory of this process. */
+static int sbx_is_own_memory(int dir_fd, const char *path)
 {
     char joined[PATH_MAX + 64];
     char resolved[PATH_MAX];
@@ -156,6 +156,23 @@ int sbx_is_own_memory(int dir_fd, const char *path)
         return sbx_is_own_proc_id(id);
     }
     return 0;
+}
+
+int sbx_refuse_own_memory_write(int dir_fd, PyObject *path, long flags)
+{
+    PyObject *bytes = NULL;
+    int own;
+
+    if ((flags & O_ACCMODE) == O_RDONLY || path == NULL || PyLong_Check(path)) {
+        return 0;
+    }
+    if (!PyUnicode_FSConverter(path, &bytes)) {
+        PyErr_Clear(); /* not a path: open itself refuses it */
+        return 0;
+    }
+    own = sbx_is_own_memory(dir_fd, PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    return own ? sbx_refuse("writing /proc/self/mem", SBX_MEMORY) : 0;
 }
 
 int sbx_is_vm_fd(long fd)

@@ -17,16 +17,8 @@
  * of its threads (kill() of a thread id signals the whole process). */
 static int sbx_pid_is_vm(long pid)
 {
-    char path[64];
-
-    if (pid == 0 || pid == -1 || pid == (long)getpid() || pid == -(long)getpgrp()) {
-        return 1;
-    }
-    if (pid > 0) {
-        snprintf(path, sizeof(path), "/proc/self/task/%ld", pid);
-        return access(path, F_OK) == 0;
-    }
-    return 0;
+    return pid == 0 || pid == -1 || pid == -(long)getpgrp() ||
+           (pid > 0 && sbx_is_own_proc_id(pid));
 }
 
 static const char *const sbx_exec_names[] = {
@@ -315,21 +307,8 @@ static int sbx_lowers_limit(PyObject *resource, PyObject *limits)
  * relative to a dir_fd are checked by os.open's wrapper, which sees the dir_fd). */
 static int sbx_audit_open(PyObject *args)
 {
-    PyObject *path = sbx_event_arg(args, 0);
-    PyObject *bytes = NULL;
-    long flags = sbx_as_long(sbx_event_arg(args, 2), 0);
-    int own = 0;
-
-    if ((flags & O_ACCMODE) == O_RDONLY || path == NULL || PyLong_Check(path)) {
-        return 0;
-    }
-    if (!PyUnicode_FSConverter(path, &bytes)) {
-        PyErr_Clear(); /* not a path: open itself refuses it */
-        return 0;
-    }
-    own = sbx_is_own_memory(AT_FDCWD, PyBytes_AS_STRING(bytes));
-    Py_DECREF(bytes);
-    return own ? sbx_refuse("writing /proc/self/mem", SBX_MEMORY) : 0;
+    return sbx_refuse_own_memory_write(AT_FDCWD, sbx_event_arg(args, 0),
+                                       sbx_as_long(sbx_event_arg(args, 2), 0));
 }
 
 int sbx_audit_hook(const char *event, PyObject *args, void *data)

@@ -32,9 +32,13 @@ extern struct rlimit sbx_vm_limits[RLIM_NLIMITS]; /* as the VM had them */
 int sbx_refuse(const char *op, enum sbx_kind kind); /* sets RuntimeError, returns -1 */
 int sbx_refuse_signal_handler(const char *op);       /* SignalBlockedError, returns -1 */
 int sbx_is_vm_fd(long fd);
-/* 1 if `path' (resolved as open(2) would, relative to dir_fd unless it is AT_FDCWD) names
- * the memory of this process: /proc/<pid>/mem or a task's, under any alias. */
-int sbx_is_own_memory(int dir_fd, const char *path);
+/* 1 if id is this process's pid or one of its thread ids (/proc/<tid> works too, though
+ * /proc does not list it; kill() of a thread id signals the whole process). */
+int sbx_is_own_proc_id(long id);
+/* An open of `path' with `flags' (relative to dir_fd unless AT_FDCWD): -1 with the refusal
+ * set if it would write this process's memory (/proc/<pid>/mem or a task's, under any
+ * alias), else 0. */
+int sbx_refuse_own_memory_write(int dir_fd, PyObject *path, long flags);
 long sbx_as_long(PyObject *obj, long fallback);
 void sbx_arm_kernel_layer(void);       /* from now on, every Python thread is filtered */
 void sbx_filter_thread_if_armed(void); /* filters the calling thread if armed and not yet */

@@ -416,26 +416,16 @@ static enum sbx_verdict sbx_guard_dump_later(sbx_patch *patch, PyObject *self,
 static enum sbx_verdict sbx_guard_open(sbx_patch *patch, PyObject *self, sbx_call *call,
                                        PyObject **result)
 {
-    PyObject *path = sbx_arg(call, 0, "path");
     PyObject *dir_fd = sbx_arg(call, 3, "dir_fd");
-    PyObject *bytes = NULL;
-    long flags = sbx_as_long(sbx_arg(call, 1, "flags"), 0);
-    int own;
 
-    if (dir_fd == NULL || dir_fd == Py_None || path == NULL || (flags & O_ACCMODE) == O_RDONLY) {
-        return SBX_ALLOW;
+    if (dir_fd == NULL || dir_fd == Py_None) {
+        return SBX_ALLOW; /* the audit hook saw the whole path */
     }
-    if (!PyUnicode_FSConverter(path, &bytes)) {
-        PyErr_Clear();
-        return SBX_ALLOW; /* the original refuses it */
-    }
-    own = sbx_is_own_memory((int)sbx_as_long(dir_fd, AT_FDCWD), PyBytes_AS_STRING(bytes));
-    Py_DECREF(bytes);
-    if (own) {
-        sbx_refuse("writing /proc/self/mem", SBX_MEMORY);
-        return SBX_DENIED;
-    }
-    return SBX_ALLOW;
+    return sbx_refuse_own_memory_write((int)sbx_as_long(dir_fd, AT_FDCWD),
+                                       sbx_arg(call, 0, "path"),
+                                       sbx_as_long(sbx_arg(call, 1, "flags"), 0)) < 0
+               ? SBX_DENIED
+               : SBX_ALLOW;
 }
 
 /* ---- recursion and stacks ------------------------------------------------------------ */
@@ -475,6 +465,15 @@ static long sbx_max_recursion(void)
     return sbx_python_stack / SBX_STACK_PER_LEVEL;
 }
 
+/* Says that a recursion limit was lowered to the cap; -1 if the warning raised. */
+static int sbx_warn_capped(long asked, long max)
+{
+    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                            "the recursion limit %ld was lowered to %ld: deeper recursion would "
+                            "overflow a %ld-byte thread stack and crash the Erlang VM",
+                            asked, max, sbx_python_stack);
+}
+
 /* Caps the current limit if it is above what the stacks hold; -1 if the warning raised. */
 static int sbx_cap_current_limit(void)
 {
@@ -485,10 +484,7 @@ static int sbx_cap_current_limit(void)
         return 0;
     }
     Py_SetRecursionLimit((int)max);
-    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                            "the recursion limit %d was lowered to %ld: deeper recursion would "
-                            "overflow a %ld-byte thread stack and crash the Erlang VM",
-                            current, max, sbx_python_stack);
+    return sbx_warn_capped(current, max);
 }
 
 static enum sbx_verdict sbx_guard_recursion_limit(sbx_patch *patch, PyObject *self,
@@ -508,10 +504,7 @@ static enum sbx_verdict sbx_guard_recursion_limit(sbx_patch *patch, PyObject *se
     if (limit <= max) {
         return SBX_ALLOW;
     }
-    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                         "sys.setrecursionlimit(%ld) lowered to %ld: deeper recursion would "
-                         "overflow a %ld-byte thread stack and crash the Erlang VM",
-                         limit, max, sbx_python_stack) < 0) {
+    if (sbx_warn_capped(limit, max) < 0) {
         return SBX_DENIED;
     }
     {

@@ -831,13 +831,3 @@ worker_pool_stats(worker_stats_t *out)
     out->given_up_total = pool.given_up_total;
     enif_mutex_unlock(pool.mutex);
 }
-
-int
-worker_pool_size(void)
-{
-    int size;
-    enif_mutex_lock(pool.mutex);
-    size = pool.size;
-    enif_mutex_unlock(pool.mutex);
-    return size;
-}

@@ -63,7 +63,6 @@ bool worker_init_resources(ErlNifEnv *env);
 
 /* Starts n worker threads on the running interpreter. */
 bool worker_pool_start(int n, char *err, size_t errlen);
-int worker_pool_size(void);
 void worker_pool_stats(worker_stats_t *out);
 
 /* Giving up a worker (py_cancel.c): reserve a place (false at max_given_up threads given

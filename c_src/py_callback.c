@@ -66,18 +66,14 @@ callback_init_resources(ErlNifEnv *env)
     return waiter_rtype != NULL;
 }
 
-bool
+void
 callback_waiter_cancel(waiter_t *w)
 {
-    bool pending;
-
     enif_mutex_lock(w->mutex);
     w->cancelled = true;
-    pending = !w->has_reply;
     atomic_fetch_add(&w->events, 1);
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
-    return pending;
 }
 
 static waiter_t *
@@ -158,27 +154,24 @@ reply_to_python(waiter_t *w, PyObject *name)
     return NULL;
 }
 
-/* Builds {py_callback, Ref, Waiter, Name, Args} in msg_env. */
+/* The name and the argument list of erlang.call(name, *args), built in msg_env. */
 static bool
-build_callback_message(ErlNifEnv *msg_env, request_t *req, waiter_t *w, PyObject *args,
-                       ERL_NIF_TERM *msg)
+build_callback_terms(ErlNifEnv *msg_env, PyObject *args, ERL_NIF_TERM *name,
+                     ERL_NIF_TERM *list)
 {
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    ERL_NIF_TERM name_term, list = enif_make_list(msg_env, 0);
 
-    if (!conv_to_term(msg_env, PyTuple_GET_ITEM(args, 0), &name_term)) {
+    if (!conv_to_term(msg_env, PyTuple_GET_ITEM(args, 0), name)) {
         return false;
     }
+    *list = enif_make_list(msg_env, 0);
     for (Py_ssize_t i = nargs - 1; i >= 1; i--) {
         ERL_NIF_TERM item;
         if (!conv_to_term(msg_env, PyTuple_GET_ITEM(args, i), &item)) {
             return false;
         }
-        list = enif_make_list_cell(msg_env, item, list);
+        *list = enif_make_list_cell(msg_env, item, *list);
     }
-    *msg = enif_make_tuple5(msg_env, ATOMS.py_callback,
-                            req == NULL ? ATOMS.undefined : enif_make_copy(msg_env, req->ref),
-                            enif_make_resource(msg_env, w), name_term, list);
     return true;
 }
 
@@ -238,7 +231,7 @@ callback_call(PyObject *module, PyObject *args)
     request_t *req;
     waiter_t *w = NULL;
     ErlNifEnv *msg_env = NULL;
-    ERL_NIF_TERM msg;
+    ERL_NIF_TERM name, list, waiter_term;
     ErlNifPid server;
     PyObject *result = NULL;
     bool own_ctx = false, registered = false, cancelled = false;
@@ -254,9 +247,7 @@ callback_call(PyObject *module, PyObject *args)
         own_ctx = true;
     }
     req = ctx->current;
-    if (req != NULL) {
-        server = req->caller;
-    } else if (!enif_whereis_pid(NULL, atom_dispatcher, &server)) {
+    if (req == NULL && !enif_whereis_pid(NULL, atom_dispatcher, &server)) {
         PyErr_SetString(erlmod_exception("Error"),
                         "erlang.call needs the erlang_python application to be running");
         goto done;
@@ -267,45 +258,39 @@ callback_call(PyObject *module, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    if (!build_callback_message(msg_env, req, w, args, &msg)) {
+    if (!build_callback_terms(msg_env, args, &name, &list)) {
         goto done;
     }
+    waiter_term = enif_make_resource(msg_env, w);
     if (req != NULL) {
-        request_lock();
-        if (!req->cancelled) {
-            req->waiter = w;
-            registered = true;
-        }
-        request_unlock();
-        if (!registered) {
+        /* To the process whose call this runs for, which polls or sleeps for it. Its
+         * death cancels the request, which wakes us. */
+        ErlNifEnv *posted = msg_env;
+        msg_env = NULL;
+        if (request_post_callback(req, w, posted, waiter_term, name, list) == CALLBACK_CANCELLED) {
             PyErr_SetString(erlmod_exception("CallCancelled"),
                             "the py:call this code runs for was cancelled");
             goto done;
         }
-    }
-    /* The caller of a request monitors it before it runs a callback (py.erl),
-     * and its death cancels the request, which wakes us. The dispatcher that
-     * serves threads without a request has no such link: watch it. */
-    if (req == NULL) {
+        registered = true;
+    } else {
+        /* A thread that serves no request: to the dispatcher, watched, since nothing
+         * else would wake us if it died. */
+        ERL_NIF_TERM msg = enif_make_tuple5(msg_env, ATOMS.py_callback, ATOMS.undefined,
+                                            waiter_term, name, list);
         w->monitored = enif_monitor_process(NULL, w, &server, &w->monitor) == 0;
-    }
-    if ((req == NULL && !w->monitored) || !enif_send(NULL, &server, msg_env, msg)) {
-        PyErr_SetString(erlmod_exception("Error"),
-                        "the Erlang process that would run the callback is not alive");
-        goto done;
+        if (!w->monitored || !enif_send(NULL, &server, msg_env, msg)) {
+            PyErr_SetString(erlmod_exception("Error"),
+                            "the Erlang process that would run the callback is not alive");
+            goto done;
+        }
     }
     wait_for_reply(ctx, w);
     if (registered) {
-        /* From here on a cancellation interrupts this thread (the request
-         * has no waiter); one that came before, even after the reply,
-         * must raise here, or the code after the call would run on for
-         * a caller that is gone. A dead server is the caller itself. */
-        request_lock();
-        req->waiter = NULL;
-        enif_mutex_lock(w->mutex);
-        cancelled = req->cancelled || w->server_down;
-        enif_mutex_unlock(w->mutex);
-        request_unlock();
+        /* From here on a cancellation interrupts this thread (the request has no
+         * waiter); one that came before, even after the reply, must raise here, or the
+         * code after the call would run on for a caller that is gone. */
+        cancelled = request_end_callback(req);
         registered = false;
     }
     if (cancelled) {
@@ -322,9 +307,7 @@ callback_call(PyObject *module, PyObject *args)
     }
 done:
     if (registered) {
-        request_lock();
-        req->waiter = NULL;
-        request_unlock();
+        (void)request_end_callback(req);
     }
     if (w != NULL) {
         if (w->monitored) {
@@ -464,14 +447,14 @@ callback_reply_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 
 static ERL_NIF_TERM submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
-/* submit_nested(Waiter, Kind, Ref, Payload) -> {ok, Request} | {error, closed}.
+/* submit_nested(Waiter, Kind, Payload) -> {ok, Request, SpinMicros} | {error, closed}.
  * Runs the request on the thread that waits on Waiter, which is blocked
  * until the calling fun returns: the pool may have no thread to spare. A large
  * payload is copied on a dirty scheduler, as submit's is. */
 ERL_NIF_TERM
 callback_submit_nested_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    if (argc == 4 && request_payload_is_large(env, argv[3])) {
+    if (argc == 3 && request_payload_is_large(env, argv[2])) {
         return enif_schedule_nif(env, "submit_nested", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  submit_nested_copy_nif, argc, argv);
     }
@@ -492,7 +475,7 @@ submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!request_kind_from_term(argv[1], &kind)) {
         return enif_make_badarg(env);
     }
-    req = request_new(env, kind, argv[2], argv[3]);
+    req = request_new(env, kind, argv[2]);
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
@@ -513,6 +496,7 @@ submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     atomic_fetch_add(&w->events, 1);
     enif_cond_signal(w->cond);
     enif_mutex_unlock(w->mutex);
-    /* The queue's reference is the one request_new returned. */
-    return enif_make_tuple2(env, ATOMS.ok, term);
+    /* The queue's reference is the one request_new returned. Its thread is awake (it
+     * waits for the fun that makes this call) or wakes within microseconds: spin. */
+    return enif_make_tuple3(env, ATOMS.ok, term, enif_make_int(env, CALLER_SPIN_US));
 }

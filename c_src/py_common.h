@@ -40,8 +40,6 @@ typedef struct {
     ERL_NIF_TERM py_result;
     ERL_NIF_TERM py_callback;
     ERL_NIF_TERM py_object;
-    ERL_NIF_TERM already_sent;
-    ERL_NIF_TERM callback_pending;
     ERL_NIF_TERM not_started;
     ERL_NIF_TERM already_started;
     ERL_NIF_TERM closed;

@@ -13,6 +13,7 @@
 #include "py_cancel.h"
 #include "py_convert.h"
 #include "py_interp.h"
+#include "py_request.h"
 #include "py_worker.h"
 
 py_atoms_t ATOMS;
@@ -36,8 +37,6 @@ make_atoms(ErlNifEnv *env)
     ATOMS.py_result = enif_make_atom(env, "py_result");
     ATOMS.py_callback = enif_make_atom(env, "py_callback");
     ATOMS.py_object = enif_make_atom(env, "py_object");
-    ATOMS.already_sent = enif_make_atom(env, "already_sent");
-    ATOMS.callback_pending = enif_make_atom(env, "callback_pending");
     ATOMS.not_started = enif_make_atom(env, "not_started");
     ATOMS.already_started = enif_make_atom(env, "already_started");
     ATOMS.closed = enif_make_atom(env, "closed");
@@ -125,6 +124,7 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_kind_t kind;
     request_t *req;
     ERL_NIF_TERM term;
+    int spin_us;
 
     if (!request_kind_from_term(argv[0], &kind)) {
         return enif_make_badarg(env);
@@ -132,59 +132,28 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!interp_is_running()) {
         return make_error(env, ATOMS.not_started);
     }
-    req = request_new(env, kind, argv[1], argv[2]);
+    req = request_new(env, kind, argv[1]);
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
     term = enif_make_resource(env, req); /* keeps req alive through this call */
-    worker_pool_push(req);
+    spin_us = worker_pool_push(req);
     enif_release_resource(req);
-    return enif_make_tuple2(env, ATOMS.ok, term);
+    return enif_make_tuple3(env, ATOMS.ok, term, enif_make_int(env, spin_us));
 }
 
-/* submit(Kind, Ref, Payload) -> {ok, Request} | {error, not_started}.
- * The result arrives as {py_result, Ref, Result}. A large payload is copied on a dirty
- * scheduler, so that the caller's scheduler runs its other processes meanwhile. */
+/* submit(Kind, Payload) -> {ok, Request, SpinMicros} | {error, not_started}.
+ * The caller then polls, arms and receives (py_request.h); SpinMicros is how long polling
+ * pays. A large payload is copied on a dirty scheduler, so that the caller's scheduler
+ * runs its other processes meanwhile. */
 static ERL_NIF_TERM
 submit_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    if (request_payload_is_large(env, argv[2])) {
+    if (request_payload_is_large(env, argv[1])) {
         return enif_schedule_nif(env, "submit", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_copy_nif,
                                  argc, argv);
     }
     return submit_copy_nif(env, argc, argv);
-}
-
-/* cancel(Request) -> ok | already_sent | callback_pending */
-static ERL_NIF_TERM
-cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    request_t *req;
-
-    if (!enif_get_resource(env, argv[0], request_rtype, (void **)&req)) {
-        return enif_make_badarg(env);
-    }
-    switch (request_cancel(req)) {
-    case CANCEL_ALREADY_SENT:
-        return ATOMS.already_sent;
-    case CANCEL_CALLBACK_PENDING:
-        return ATOMS.callback_pending;
-    default:
-        return ATOMS.ok;
-    }
-}
-
-/* monitor(Request) -> ok: from now on the caller's death cancels it. */
-static ERL_NIF_TERM
-monitor_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    request_t *req;
-
-    if (!enif_get_resource(env, argv[0], request_rtype, (void **)&req)) {
-        return enif_make_badarg(env);
-    }
-    request_monitor_caller(env, req);
-    return ATOMS.ok;
 }
 
 /* info() -> #{running, workers, busy, queued, given_up, given_up_total, max_given_up,
@@ -260,11 +229,14 @@ upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info)
 
 static ErlNifFunc nif_funcs[] = {
     {"start", 1, start_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
-    {"submit", 3, submit_nif, 0},
-    {"cancel", 1, cancel_nif, 0},
-    {"monitor", 1, monitor_nif, 0},
+    {"submit", 2, submit_nif, 0},
+    {"poll", 1, request_poll_nif, 0},
+    {"arm", 2, request_arm_nif, 0},
+    {"disarm", 1, request_disarm_nif, 0},
+    {"cancel", 1, request_cancel_nif, 0},
+    {"demonitor", 1, request_demonitor_nif, 0},
     {"callback_reply", 2, callback_reply_nif, 0},
-    {"submit_nested", 4, callback_submit_nested_nif, 0},
+    {"submit_nested", 3, callback_submit_nested_nif, 0},
     {"info", 0, info_nif, 0},
 };
 

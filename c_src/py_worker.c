@@ -3,7 +3,8 @@
  * The threads are plain pthreads with large stacks (deep conversions recurse)
  * and never run on a BEAM scheduler. An idle worker spins briefly before it
  * sleeps, so that a caller making calls back to back does not pay a thread
- * wake-up on each; only one worker spins at a time.
+ * wake-up on each; only one worker spins at a time, and only while requests
+ * come back to back and a core is free for it (docs/runtime.md, "Spinning").
  */
 #include "py_worker.h"
 
@@ -11,6 +12,7 @@
 #include <sched.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "py_callback.h"
 #include "py_cancel.h"
@@ -27,10 +29,13 @@
 #define WORKER_STACK_BYTES (64u * 1024u * 1024u)
 #endif
 #define WORKER_SPIN_NS 10000L
-
-ErlNifResourceType *request_rtype = NULL;
-
-static ErlNifMutex *request_mutex = NULL;
+/* A request that comes within this long of a worker going idle counts as back to back. It
+ * is ten times the spin: a caller that slept through its last answer (no worker was awake
+ * to spin for) needs a scheduler wake-up and its next submit before it can make the next
+ * call, tens of microseconds, and must still count, or spinning would never start again. */
+#define BACK_TO_BACK_NS 100000L
+/* Workers spin while any of the last 8 requests came back to back. */
+#define SPIN_HISTORY_MASK 0xffu
 
 static struct {
     ErlNifMutex *mutex;
@@ -39,223 +44,48 @@ static struct {
     request_t *tail;
     int idle;          /* workers sleeping on cond */
     int size;          /* workers serving the queue (started, not given up) */
-    int busy;          /* workers running a request */
+    atomic_int busy;   /* workers running a request; read without the lock by the spinner */
     int given_up;      /* threads given up on, still running their request */
     long given_up_total;
     atomic_int queued; /* requests in the queue, read without the lock by the spinner */
     atomic_int spinning;
+    atomic_uint spin_history;   /* bit i: whether the i-th latest request came back to back */
+    atomic_llong idle_since_ns; /* when a worker last went idle */
+    int cpus;
 } pool;
 
 static _Thread_local thread_ctx_t *tls_ctx = NULL;
 
-/* ------------------------------------------------------------------------ */
-/* Requests */
-
-static void
-request_dtor(ErlNifEnv *env, void *obj)
-{
-    request_t *req = obj;
-    if (req->env != NULL) {
-        enif_free_env(req->env);
-    }
-}
-
-static void
-request_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
-{
-    /* The caller died: nobody wants the result, so stop the work. */
-    (void)request_cancel(obj);
-}
-
 bool
 worker_init_resources(ErlNifEnv *env)
 {
-    ErlNifResourceTypeInit init = {.dtor = request_dtor, .down = request_down};
-
-    request_rtype = enif_open_resource_type_x(env, "py_request", &init, ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
-    if (request_mutex == NULL) {
-        request_mutex = enif_mutex_create("py_request");
+    if (pool.mutex == NULL) {
         pool.mutex = enif_mutex_create("py_pool");
         pool.cond = enif_cond_create("py_pool");
+        atomic_store(&pool.spin_history, ~0u);
+        pool.cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
     }
-    return request_rtype != NULL && request_mutex != NULL && pool.mutex != NULL &&
-           pool.cond != NULL;
-}
-
-void
-request_lock(void)
-{
-    enif_mutex_lock(request_mutex);
-}
-
-void
-request_unlock(void)
-{
-    enif_mutex_unlock(request_mutex);
-}
-
-bool
-request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
-{
-    if (term == ATOMS.call) {
-        *kind = REQ_CALL;
-    } else if (term == ATOMS.eval) {
-        *kind = REQ_EVAL;
-    } else if (term == ATOMS.exec) {
-        *kind = REQ_EXEC;
-    } else {
-        return false;
-    }
-    return true;
-}
-
-/* The walk of request_payload_is_large: a stack of the containers still to visit. */
-typedef struct {
-    ERL_NIF_TERM items[REQUEST_WALK_DEPTH];
-    int top;
-} walk_t;
-
-/* Counts one element against the budget and keeps it to visit if it is a list, tuple or
- * map; false when the budget or the stack is spent (the payload is then large). */
-static bool
-walk_element(ErlNifEnv *env, walk_t *walk, long *budget, ERL_NIF_TERM term)
-{
-    ErlNifTermType type = enif_term_type(env, term);
-
-    if (--*budget < 0) {
-        return false;
-    }
-    if (type == ERL_NIF_TERM_TYPE_LIST || type == ERL_NIF_TERM_TYPE_TUPLE ||
-        type == ERL_NIF_TERM_TYPE_MAP) {
-        if (walk->top == REQUEST_WALK_DEPTH) {
-            return false;
-        }
-        walk->items[walk->top++] = term;
-    }
-    return true;
-}
-
-bool
-request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload)
-{
-    walk_t walk = {.top = 0};
-    long budget = REQUEST_INLINE_NODES;
-
-    if (!walk_element(env, &walk, &budget, payload)) {
-        return true;
-    }
-    while (walk.top > 0) {
-        ERL_NIF_TERM term = walk.items[--walk.top], head, tail, key, value;
-        const ERL_NIF_TERM *elems;
-        int arity;
-        ErlNifMapIterator iter;
-        bool fits = true;
-
-        if (enif_get_tuple(env, term, &arity, &elems)) {
-            for (int i = 0; i < arity && fits; i++) {
-                fits = walk_element(env, &walk, &budget, elems[i]);
-            }
-        } else if (enif_is_map(env, term)) {
-            if (!enif_map_iterator_create(env, term, &iter, ERL_NIF_MAP_ITERATOR_FIRST)) {
-                return true;
-            }
-            while (fits && enif_map_iterator_get_pair(env, &iter, &key, &value)) {
-                fits = walk_element(env, &walk, &budget, key) &&
-                       walk_element(env, &walk, &budget, value);
-                enif_map_iterator_next(env, &iter);
-            }
-            enif_map_iterator_destroy(env, &iter);
-        } else {
-            for (tail = term; fits && enif_get_list_cell(env, tail, &head, &tail);) {
-                fits = walk_element(env, &walk, &budget, head);
-            }
-        }
-        if (!fits) {
-            return true;
-        }
-    }
-    return false;
-}
-
-request_t *
-request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM ref, ERL_NIF_TERM payload)
-{
-    request_t *req = enif_alloc_resource(request_rtype, sizeof(request_t));
-
-    if (req == NULL) {
-        return NULL;
-    }
-    memset(req, 0, sizeof(*req));
-    req->env = enif_alloc_env();
-    if (req->env == NULL) {
-        enif_release_resource(req);
-        return NULL;
-    }
-    req->kind = kind;
-    req->state = REQ_QUEUED;
-    req->ref = enif_make_copy(req->env, ref);
-    req->payload = enif_make_copy(req->env, payload);
-    enif_self(env, &req->caller);
-    return req;
-}
-
-void
-request_monitor_caller(ErlNifEnv *env, request_t *req)
-{
-    ErlNifMonitor monitor;
-    bool needed, drop = false;
-
-    request_lock();
-    needed = req->state != REQ_DONE && !req->cancelled && !req->monitored;
-    request_unlock();
-    /* Not under the lock: the worker must never wait for it. */
-    if (!needed || enif_monitor_process(env, req, &req->caller, &monitor) != 0) {
-        return;
-    }
-    request_lock();
-    if (req->state == REQ_DONE || req->monitored) {
-        drop = true;
-    } else {
-        req->monitor = monitor;
-        req->monitored = true;
-    }
-    request_unlock();
-    if (drop) {
-        (void)enif_demonitor_process(env, req, &monitor);
-    }
-}
-
-cancel_result_t
-request_cancel(request_t *req)
-{
-    cancel_result_t result;
-    bool watch = false;
-
-    request_lock();
-    result = req->sent ? CANCEL_ALREADY_SENT : CANCEL_OK;
-    if (req->state != REQ_DONE && !req->cancelled) {
-        req->cancelled = true;
-        if (req->waiter != NULL && callback_waiter_cancel(req->waiter)) {
-            result = CANCEL_CALLBACK_PENDING;
-        }
-        /* Watched until it ends, even when its thread waits in erlang.call now (the
-         * cancellation wakes that): code that swallows CallCancelled gets it again, and
-         * its worker is replaced if it runs on (py_cancel.h). */
-        watch = req->state == REQ_RUNNING;
-    }
-    request_unlock();
-    if (watch) {
-        cancel_watch(req);
-    }
-    return result;
+    return request_init_resources(env) && pool.mutex != NULL && pool.cond != NULL;
 }
 
 /* ------------------------------------------------------------------------ */
 /* The queue */
 
-void
+static long long
+now_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+int
 worker_pool_push(request_t *req)
 {
+    long long now = now_ns();
+    bool hot;
+
     enif_keep_resource(req);
     enif_mutex_lock(pool.mutex);
     req->next = NULL;
@@ -265,12 +95,19 @@ worker_pool_push(request_t *req)
         pool.tail->next = req;
     }
     pool.tail = req;
-    atomic_fetch_add(&pool.queued, 1);
+    /* A spinning worker takes it within a microsecond if nothing is queued before it. */
+    hot = atomic_fetch_add(&pool.queued, 1) == 0 && atomic_load(&pool.spinning) != 0;
+    if (pool.idle > 0 || atomic_load(&pool.spinning) != 0) {
+        /* A worker waited for work: would a spin have caught this one? */
+        bool back_to_back = now - atomic_load(&pool.idle_since_ns) <= BACK_TO_BACK_NS;
+        atomic_store(&pool.spin_history, (atomic_load(&pool.spin_history) << 1) | back_to_back);
+    }
     /* A spinning worker will see it; otherwise wake a sleeper. */
     if (pool.idle > 0 && atomic_load(&pool.spinning) == 0) {
         enif_cond_signal(pool.cond);
     }
     enif_mutex_unlock(pool.mutex);
+    return hot ? CALLER_SPIN_US : 0;
 }
 
 void
@@ -290,12 +127,17 @@ worker_spin_while_zero(atomic_int *value, long max_ns, bool yield)
     }
 }
 
+/* Spins for the next request, when that pays: requests came back to back lately, and a
+ * core is left for the schedulers besides the workers running Python. */
 static void
 spin_for_work(void)
 {
     int expected = 0;
 
-    if (!atomic_compare_exchange_strong(&pool.spinning, &expected, 1)) {
+    atomic_store(&pool.idle_since_ns, now_ns());
+    if ((atomic_load(&pool.spin_history) & SPIN_HISTORY_MASK) == 0 ||
+        atomic_load(&pool.busy) >= pool.cpus - 1 ||
+        !atomic_compare_exchange_strong(&pool.spinning, &expected, 1)) {
         return;
     }
     worker_spin_while_zero(&pool.queued, WORKER_SPIN_NS, false);
@@ -320,7 +162,7 @@ pool_take(void)
         pool.tail = NULL;
     }
     atomic_fetch_sub(&pool.queued, 1);
-    pool.busy++;
+    atomic_fetch_add(&pool.busy, 1);
     /* More work and sleepers left: pass the wake-up on. */
     if (pool.head != NULL && pool.idle > 0) {
         enif_cond_signal(pool.cond);
@@ -633,46 +475,20 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
 {
     request_t *outer = ctx->current;
     ERL_NIF_TERM result;
-    bool send, was_cancelled, monitored;
 
-    request_lock();
-    if (req->cancelled) {
-        req->state = REQ_DONE;
-        request_unlock();
+    if (!request_start(req, ctx)) {
         enif_release_resource(req);
         return;
     }
-    req->state = REQ_RUNNING;
-    req->thread_ident = ctx->ident;
-    req->runner = ctx;
-    request_unlock();
-
     ctx->current = req;
     result = run_payload(req);
     ctx->current = outer;
-
-    /* The interpreter thread raises in RUNNING requests only while it holds
-     * the GIL, and we hold it from here on: after DONE no interrupt can be
-     * aimed at this request, and a pending one is cleared below. */
-    request_lock();
-    req->state = REQ_DONE;
-    req->runner = NULL;
-    was_cancelled = req->cancelled;
-    send = !was_cancelled;
-    req->sent = send;
-    monitored = req->monitored;
-    req->monitored = false;
-    request_unlock();
-    if (was_cancelled) {
+    /* The interpreter thread raises in RUNNING requests only while it holds the GIL, and
+     * we hold it from here on: after request_finish no interrupt can be aimed at this
+     * request, and one still pending from its cancellation is cleared here. */
+    if (request_finish(req, result)) {
         PyThreadState_SetAsyncExc(ctx->ident, NULL);
         PyErr_Clear();
-    }
-    if (send) {
-        ERL_NIF_TERM msg = enif_make_tuple3(req->env, ATOMS.py_result, req->ref, result);
-        (void)enif_send(NULL, &req->caller, req->env, msg);
-    }
-    if (monitored) {
-        (void)enif_demonitor_process(NULL, req, &req->monitor);
     }
     enif_release_resource(req);
 }
@@ -716,9 +532,7 @@ worker_main(void *arg)
             break;
         }
         (void)PyEval_SaveThread();
-        enif_mutex_lock(pool.mutex);
-        pool.busy--;
-        enif_mutex_unlock(pool.mutex);
+        atomic_fetch_sub(&pool.busy, 1);
     }
     /* Given up on: a replacement serves the queue since; this thread ends with its
      * request. GIL held. */
@@ -726,7 +540,7 @@ worker_main(void *arg)
     PyThreadState_Clear(tstate);
     PyThreadState_DeleteCurrent();
     enif_mutex_lock(pool.mutex);
-    pool.busy--;
+    atomic_fetch_sub(&pool.busy, 1);
     pool.given_up--;
     enif_mutex_unlock(pool.mutex);
     return NULL;
@@ -825,7 +639,7 @@ worker_pool_stats(worker_stats_t *out)
 {
     enif_mutex_lock(pool.mutex);
     out->workers = pool.size;
-    out->busy = pool.busy - pool.given_up;
+    out->busy = atomic_load(&pool.busy) - pool.given_up;
     out->queued = atomic_load(&pool.queued);
     out->given_up = pool.given_up;
     out->given_up_total = pool.given_up_total;

@@ -30,13 +30,14 @@
 -define(IS_NAME(Name), (is_atom(Name) orelse (is_binary(Name) andalso Name =/= <<>>))).
 -define(IS_TIMEOUT(Timeout),
         (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0))).
-%% How long a caller looks for its answer before it sleeps in `receive'.
+%% How long a caller polls for the answer after a callback before it sleeps in `receive'
+%% (after a submit, the NIF says: CALLER_SPIN_US in c_src/py_worker.h).
 -define(POLL_MICROSECONDS, 10).
+%% How long a Python thread waiting in erlang.call spins before it sleeps (WAIT_SPIN_NS in
+%% c_src/py_callback.c).
+-define(THREAD_SPIN_MICROSECONDS, 20).
 %% The longest wait `receive ... after' takes.
 -define(MAX_AFTER, 16#FFFFFFFF).
-%% A callback message that cancel/1 reports pending is sent microseconds after;
-%% the bound only guards against a lost one.
--define(LATE_CALLBACK_WAIT, 5000).
 
 -type name() :: atom() | binary().
 -type code() :: iodata() | unicode:chardata().
@@ -181,103 +182,126 @@ unregister_function(Name) ->
 -spec request(py_nif:kind(), term(), timeout_ms()) ->
     ok | {ok, term()} | {error, error_reason()}.
 request(Kind, Payload, Timeout) ->
-    Ref = make_ref(),
-    case submit(Kind, Ref, Payload) of
-        {ok, Request} -> poll(Ref, Request, deadline(Timeout), spin_until());
+    case submit(Kind, Payload) of
+        {ok, Request, SpinMicros} -> wait(Request, deadline(Timeout), SpinMicros);
         {error, not_started} = Error -> Error
     end.
 
 %% Inside a callback, to the Python thread that waits for it (see py_callback).
--spec submit(py_nif:kind(), reference(), term()) ->
-    {ok, py_nif:request()} | {error, not_started}.
-submit(Kind, Ref, Payload) ->
+-spec submit(py_nif:kind(), term()) ->
+    {ok, py_nif:request(), non_neg_integer()} | {error, not_started}.
+submit(Kind, Payload) ->
     case py_callback:waiter() of
         undefined ->
-            py_nif:submit(Kind, Ref, Payload);
+            py_nif:submit(Kind, Payload);
         Waiter ->
-            case py_nif:submit_nested(Waiter, Kind, Ref, Payload) of
-                {ok, _} = Submitted -> Submitted;
-                {error, closed} -> py_nif:submit(Kind, Ref, Payload)
+            case py_nif:submit_nested(Waiter, Kind, Payload) of
+                {ok, _, _} = Submitted -> Submitted;
+                {error, closed} -> py_nif:submit(Kind, Payload)
             end
     end.
 
-%% A small call answers within microseconds, sooner than a scheduler that
-%% went to sleep in `receive' can be woken: look for the answer for a few
-%% microseconds first, yielding to any other runnable process meanwhile.
--spec poll(reference(), py_nif:request(), integer() | infinity, integer()) ->
+%% Waiting for the answer (docs/runtime.md): a small call on an awake worker answers within
+%% microseconds, sooner than a scheduler that went to sleep in `receive' can be woken, so
+%% the caller polls the request for SpinMicros first (the NIF says whether that pays: 0
+%% when no worker was awake to take the call). The mailbox is not looked at. The poll does
+%% not yield between turns: a yield lets the idle scheduler steal the process, and the two
+%% schedulers' threads then crowd out the Python thread on a small machine (callbacks in a
+%% loop took 19 µs instead of 3). Ten microseconds is less than a short NIF may take.
+-spec wait(py_nif:request(), integer() | infinity, non_neg_integer()) ->
     ok | {ok, term()} | {error, error_reason()}.
-poll(Ref, Request, Deadline, SpinUntil) ->
-    receive
-        {py_result, Ref, Result} ->
-            Result;
-        {py_callback, Ref, Waiter, Name, Args} ->
-            %% Python now waits on us: if we die, the request must be
-            %% cancelled, which wakes it.
-            ok = py_nif:monitor(Request),
-            ok = py_callback:run(Waiter, Name, Args),
-            poll(Ref, Request, Deadline, spin_until())
-    after 0 ->
-        case erlang:monotonic_time() < SpinUntil of
-            true ->
-                erlang:yield(),
-                poll(Ref, Request, Deadline, SpinUntil);
-            false ->
-                %% A call that takes a while: from now on our death cancels it.
-                ok = py_nif:monitor(Request),
-                await(Ref, Request, Deadline)
-        end
+wait(Request, Deadline, 0) ->
+    sleep(Request, Deadline);
+wait(Request, Deadline, SpinMicros) ->
+    Until = erlang:monotonic_time() + erlang:convert_time_unit(SpinMicros, microsecond, native),
+    case spin(Request, Until) of
+        pending -> sleep(Request, Deadline);
+        ready -> sleep(Request, Deadline);
+        {py_callback, Waiter, Name, Args} -> callback(Request, Deadline, Waiter, Name, Args);
+        Result -> Result
     end.
 
--spec spin_until() -> integer().
-spin_until() ->
-    erlang:monotonic_time() + erlang:convert_time_unit(?POLL_MICROSECONDS, microsecond, native).
+-spec spin(py_nif:request(), integer()) -> pending | ready | py_nif:callback() | py_nif:result().
+spin(Request, Until) ->
+    case py_nif:poll(Request) of
+        pending ->
+            case erlang:monotonic_time() < Until of
+                true ->
+                    spin(Request, Until);
+                false ->
+                    pending
+            end;
+        Taken ->
+            Taken
+    end.
 
--spec await(reference(), py_nif:request(), integer() | infinity) ->
+%% Sleeps in `receive' until the answer, a callback or the deadline. The reference is made
+%% here, just before the `receive' that matches it (and the one after a timeout), so the
+%% compiler's receive optimisation applies: the receive skips every message that was in
+%% the mailbox before it, and the wait costs the same with 100,000 messages queued as with
+%% none. Each arming sends at most one message; every round makes a new reference.
+-spec sleep(py_nif:request(), integer() | infinity) ->
     ok | {ok, term()} | {error, error_reason()}.
-await(Ref, Request, Deadline) ->
-    receive
-        {py_result, Ref, Result} ->
-            Result;
-        {py_callback, Ref, Waiter, Name, Args} ->
-            ok = py_callback:run(Waiter, Name, Args),
-            await(Ref, Request, Deadline)
-    after min(remaining(Deadline), ?MAX_AFTER) ->
-        case remaining(Deadline) of
-            0 ->
-                cancel(Ref, Request);
-            _ ->
-                %% A timeout longer than `receive' allows: wait again.
-                await(Ref, Request, Deadline)
-        end
+sleep(Request, Deadline) ->
+    Ref = make_ref(),
+    case py_nif:arm(Request, Ref) of
+        armed ->
+            receive
+                {py_result, Ref, Result} ->
+                    ok = py_nif:demonitor(Request),
+                    Result;
+                {py_callback, Ref, Waiter, Name, Args} ->
+                    callback(Request, Deadline, Waiter, Name, Args)
+            after min(remaining(Deadline), ?MAX_AFTER) ->
+                Expired = remaining(Deadline) =:= 0,
+                %% At the deadline the request is cancelled; before it (a timeout longer
+                %% than `receive' allows) only disarmed, to wait again.
+                Outcome = case Expired of
+                              true -> py_nif:cancel(Request);
+                              false -> py_nif:disarm(Request)
+                          end,
+                case Outcome of
+                    cancelled ->
+                        {error, timeout};
+                    disarmed ->
+                        sleep(Request, Deadline);
+                    sent ->
+                        %% The armed message was sent before the cancellation or
+                        %% disarming: it is in the mailbox or about to be.
+                        receive
+                            {py_result, Ref, Result} ->
+                                ok = py_nif:demonitor(Request),
+                                Result;
+                            {py_callback, Ref, _, _, _} when Expired ->
+                                %% Its thread was woken by the cancellation.
+                                {error, timeout};
+                            {py_callback, Ref, Waiter, Name, Args} ->
+                                callback(Request, Deadline, Waiter, Name, Args)
+                        end;
+                    Result ->
+                        Result
+                end
+            end;
+        {py_callback, Waiter, Name, Args} ->
+            callback(Request, Deadline, Waiter, Name, Args);
+        Result ->
+            Result
     end.
 
-%% At the deadline: the result if it was sent already, else {error, timeout}
-%% with nothing for this request left to arrive.
--spec cancel(reference(), py_nif:request()) -> ok | {ok, term()} | {error, error_reason()}.
-cancel(Ref, Request) ->
-    case py_nif:cancel(Request) of
-        already_sent ->
-            receive {py_result, Ref, Result} -> Result end;
-        callback_pending ->
-            %% Python registered a callback whose message has not been
-            %% received: take it, or it would land after we return.
-            receive {py_callback, Ref, _, _, _} -> ok after ?LATE_CALLBACK_WAIT -> ok end,
-            flush_callbacks(Ref),
-            {error, timeout};
-        ok ->
-            flush_callbacks(Ref),
-            {error, timeout}
-    end.
-
-%% Callbacks that arrived after the deadline: their threads were woken by the
-%% cancellation and no longer wait for a reply.
--spec flush_callbacks(reference()) -> ok.
-flush_callbacks(Ref) ->
-    receive
-        {py_callback, Ref, _, _, _} -> flush_callbacks(Ref)
-    after 0 ->
-        ok
-    end.
+%% Runs a function Python called, while its thread waits, then waits on. That thread polls
+%% for the reply for ?THREAD_SPIN_MICROSECONDS before it sleeps: if the function answered
+%% within that, the thread is awake and its next callback or result comes at once.
+-spec callback(py_nif:request(), integer() | infinity, py_nif:waiter(), binary() | atom(),
+               [term()]) -> ok | {ok, term()} | {error, error_reason()}.
+callback(Request, Deadline, Waiter, Name, Args) ->
+    Started = erlang:monotonic_time(),
+    ok = py_callback:run(Waiter, Name, Args),
+    Took = erlang:convert_time_unit(erlang:monotonic_time() - Started, native, microsecond),
+    SpinMicros = case Took < ?THREAD_SPIN_MICROSECONDS of
+                     true -> ?POLL_MICROSECONDS;
+                     false -> 0
+                 end,
+    wait(Request, Deadline, SpinMicros).
 
 -spec deadline(timeout_ms()) -> integer() | infinity.
 deadline(infinity) -> infinity;

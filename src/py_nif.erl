@@ -3,14 +3,17 @@
 -module(py_nif).
 
 -export([priv_dir/0]).
--export([start/1, submit/3, cancel/1, monitor/1, callback_reply/2, submit_nested/4, info/0]).
+-export([start/1, submit/2, poll/1, arm/2, disarm/1, cancel/1, demonitor/1]).
+-export([callback_reply/2, submit_nested/3, info/0]).
 
 -on_load(load/0).
 
 -type kind() :: call | eval | exec.
 -type request() :: reference().
 -type waiter() :: reference().
--export_type([kind/0, request/0, waiter/0]).
+-type callback() :: {py_callback, waiter(), binary() | atom(), [term()]}.
+-type result() :: ok | {ok, term()} | {error, term()}.
+-export_type([kind/0, request/0, waiter/0, callback/0, result/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -35,21 +38,42 @@ priv_dir() ->
 start(_Options) ->
     erlang:nif_error(not_loaded).
 
-%% @doc Queues a request; the result arrives as `{py_result, Ref, Result}'.
--spec submit(kind(), reference(), term()) -> {ok, request()} | {error, not_started}.
-submit(_Kind, _Ref, _Payload) ->
+%% @doc Queues a request. `SpinMicros': how long polling for the answer pays before the
+%% caller sleeps (0 when no worker was awake to take it at once). How the answer is then
+%% taken: c_src/py_request.h and docs/runtime.md, "Waiting for the answer".
+-spec submit(kind(), term()) -> {ok, request(), non_neg_integer()} | {error, not_started}.
+submit(_Kind, _Payload) ->
     erlang:nif_error(not_loaded).
 
-%% @doc Cancels a request: interrupts it if it runs, drops it if it waits.
-%% `callback_pending': a callback message for it is still to arrive.
--spec cancel(request()) -> ok | already_sent | callback_pending.
+%% @doc What the request holds for its caller: nothing yet (`pending'), something too
+%% large to copy here (`ready': arm/2 sends it), a callback to run, or the result.
+-spec poll(request()) -> pending | ready | callback() | result().
+poll(_Request) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Like poll/1; `armed' when nothing is there yet: the next result or callback is
+%% then sent as `{py_result, Ref, Result}' or `{py_callback, Ref, Waiter, Name, Args}',
+%% once. Also makes the caller's death cancel the request.
+-spec arm(request(), reference()) -> armed | callback() | result().
+arm(_Request, _Ref) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Undoes arm/2: `sent' when its message was sent already.
+-spec disarm(request()) -> disarmed | sent.
+disarm(_Request) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Cancels an armed request: interrupts it if it runs, drops it if it waits.
+%% `sent': the armed message was sent already (a result to return, or a callback nobody
+%% waits for any more); a result kept before the cancellation is returned.
+-spec cancel(request()) -> cancelled | sent | result().
 cancel(_Request) ->
     erlang:nif_error(not_loaded).
 
-%% @doc Makes the caller's death cancel the request (callers ask only once a
-%% call has not been answered at once, so fast calls set no monitor).
--spec monitor(request()) -> ok.
-monitor(_Request) ->
+%% @doc Removes the monitor arm/2 set: for a caller that received its result message
+%% (results taken by poll/1, arm/2 or cancel/1 remove it themselves).
+-spec demonitor(request()) -> ok.
+demonitor(_Request) ->
     erlang:nif_error(not_loaded).
 
 %% @doc Hands the result of a callback to the Python thread waiting for it.
@@ -58,9 +82,9 @@ callback_reply(_Waiter, _Reply) ->
     erlang:nif_error(not_loaded).
 
 %% @doc Queues a request on the thread waiting on Waiter (a nested call).
--spec submit_nested(waiter(), kind(), reference(), term()) ->
-    {ok, request()} | {error, closed}.
-submit_nested(_Waiter, _Kind, _Ref, _Payload) ->
+-spec submit_nested(waiter(), kind(), term()) ->
+    {ok, request(), non_neg_integer()} | {error, closed}.
+submit_nested(_Waiter, _Kind, _Payload) ->
     erlang:nif_error(not_loaded).
 
 %% @doc The interpreter and the pool: see py:info/0.

@@ -1,0 +1,120 @@
+/* A request's life: made by a caller's submit, queued, run by a Python thread, cancelled,
+ * waiting on a callback, answered. Every field that changes is guarded by the one request
+ * lock, and every change of state is made here (docs/design.md, decision 10).
+ *
+ * How an answer reaches its caller (docs/runtime.md, "Waiting for the answer"): the
+ * caller first polls the request (py_nif:poll/1, no mailbox involved), then, if it
+ * decides to sleep, arms it with a reference made just before its `receive' (py_nif:arm/2).
+ * A result or callback that comes while the caller polls is kept in the request for the
+ * next poll; one that comes while it is armed is sent as a message tagged with that
+ * reference, and disarms it. So every message the caller waits for carries a reference
+ * created in the function that waits, and the compiler's receive optimisation skips the
+ * rest of its mailbox.
+ *
+ * Lock order: never take the GIL while holding the request lock; the request lock may be
+ * taken while holding the GIL, and a waiter's mutex may be taken while holding it.
+ */
+#ifndef PY_REQUEST_H
+#define PY_REQUEST_H
+
+#include "py_common.h"
+
+typedef enum { REQ_CALL, REQ_EVAL, REQ_EXEC } request_kind_t;
+typedef enum { REQ_QUEUED, REQ_RUNNING, REQ_DONE } request_state_t;
+
+struct waiter;
+struct thread_ctx;
+
+typedef struct request {
+    request_kind_t kind;
+    ErlNifEnv *env;       /* owns the payload, and the result until it is taken or sent */
+    ERL_NIF_TERM payload;
+    ErlNifPid caller;
+    ErlNifMonitor monitor;
+    bool monitored;
+    /* Set (release) when the request holds something for the caller to take; poll reads
+     * it without the lock, so a caller that spins takes no lock until there is. */
+    atomic_bool ready;
+    /* Guarded by the request lock. */
+    request_state_t state;
+    bool cancelled;
+    bool armed;           /* the caller sleeps in `receive' on arm_ref */
+    bool message_sent;    /* a message for the current arming was sent, not yet received */
+    bool has_result;      /* result is kept in env for the caller's next poll */
+    ERL_NIF_TERM result;
+    ErlNifEnv *arm_env;   /* owns arm_ref */
+    ERL_NIF_TERM arm_ref;
+    ErlNifEnv *callback_env; /* a kept callback, {py_callback, Waiter, Name, Args} */
+    ERL_NIF_TERM callback;
+    unsigned long thread_ident;   /* the Python thread running it, while RUNNING */
+    struct thread_ctx *runner;    /* that thread's context, while RUNNING */
+    struct waiter *waiter;        /* set while its thread waits in erlang.call */
+    struct request *next;         /* queue link */
+    /* The cancellation watch (py_cancel.c), under the watch's lock. */
+    bool watched;
+    bool given_up;
+    struct timespec cancelled_at;
+    struct timespec raised_at;
+    struct request *watch_next;
+} request_t;
+
+extern ErlNifResourceType *request_rtype;
+
+bool request_init_resources(ErlNifEnv *env);
+
+void request_lock(void);
+void request_unlock(void);
+
+/* call, eval or exec; false for any other term. */
+bool request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind);
+
+/* Terms of more elements than this (lists, tuples and maps counted whole) are copied into a
+ * request on a dirty scheduler, not the caller's: a 100 MB term would hold a scheduler for
+ * tens of milliseconds. The walk that counts them stops at the bound, so it costs a small
+ * term a few microseconds at most. */
+#define REQUEST_INLINE_NODES 20000
+#define REQUEST_WALK_DEPTH 256
+
+/* Whether copying payload would take long enough to move off the caller's scheduler: more
+ * than REQUEST_INLINE_NODES elements, or nesting deeper than the walk follows. */
+bool request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload);
+
+/* A new request for the process of env. Returns NULL on allocation failure.
+ * The caller owns one reference. */
+request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM payload);
+
+/* Marks req cancelled and wakes or interrupts whatever runs it. Safe from any thread.
+ * Returns whether a message for the caller's current arming was already sent. */
+bool request_cancel(request_t *req);
+
+/* A Python thread (ctx) takes req to run it: false if it was cancelled meanwhile, and
+ * then it is done. */
+bool request_start(request_t *req, struct thread_ctx *ctx);
+
+/* req ran; result was built in req->env. Hands it to the caller (kept or sent), or drops
+ * it if req was cancelled. Returns whether it was cancelled. */
+bool request_finish(request_t *req, ERL_NIF_TERM result);
+
+typedef enum {
+    CALLBACK_POSTED,    /* kept for the caller's poll, or sent to it */
+    CALLBACK_CANCELLED, /* req was cancelled: nobody will run it */
+} callback_post_t;
+
+/* The thread running req calls Erlang: registers waiter as the request's and hands
+ * {Waiter, Name, Args} (terms of msg_env, which this takes over) to the caller. */
+callback_post_t request_post_callback(request_t *req, struct waiter *waiter, ErlNifEnv *msg_env,
+                                      ERL_NIF_TERM waiter_term, ERL_NIF_TERM name,
+                                      ERL_NIF_TERM args);
+
+/* The callback's thread stopped waiting. Returns whether req was cancelled meanwhile. */
+bool request_end_callback(request_t *req);
+
+/* NIF bodies: poll(Request), arm(Request, Ref), disarm(Request), cancel(Request),
+ * demonitor(Request). */
+ERL_NIF_TERM request_poll_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM request_arm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM request_disarm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM request_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM request_demonitor_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+#endif

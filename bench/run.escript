@@ -170,12 +170,14 @@ run_all() ->
     PortsCost = ports_cost(),
     CancelRecovery = cancel_recovery(),
     SubmitCost = submit_cost(),
+    LoadCost = load_cost(),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
       sandbox_cost => SandboxCost, ports_cost => PortsCost,
-      cancel_recovery => CancelRecovery, submit_cost => SubmitCost, foreign => Foreign}.
+      cancel_recovery => CancelRecovery, submit_cost => SubmitCost, load_cost => LoadCost,
+      foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -387,6 +389,10 @@ cancel_recovery() ->
 submit_cost() ->
     sub_bench("submit.escript").
 
+%% The caller's mailbox, spinning and big payloads: bench/load.escript, in a VM of its own.
+load_cost() ->
+    sub_bench("load.escript").
+
 %% Runs bench/Script with an output file, and returns the Markdown it wrote.
 sub_bench(Script) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
@@ -509,7 +515,7 @@ report(Root, R, Seconds, Load0, Load1) ->
             C4, rate(Cps4)),
         Lat("py:call(math, sqrt, [16]), 16 processes", "latency seen by each caller; calls/s of all",
             C16, rate(Cps16)),
-        Lat("py:call(math, sqrt, [16]), 1 call per ms", "each call after the worker's spin ran out: thread wake-ups",
+        Lat("py:call(math, sqrt, [16]), 1 call per ms", "workers do not spin at this rate: each call wakes one",
             maps:get(paced, R), ""),
         Lat("py:eval(<<\"1+2\">>)", "the same source each time (compiled code is cached)", maps:get(eval, R), ""),
         Lat("100 KB binary echoed as str", "py:call of `def bench_echo(x): return x`; UTF-8 decode + encode",
@@ -538,7 +544,7 @@ report(Root, R, Seconds, Load0, Load1) ->
     #{idle := CpuIdle, per_call := CpuCall, per_paced_call := CpuPaced} = maps:get(cpu, R),
     CpuRows = [
         CpuRow("VM CPU µs per py:call, back to back", "all VM threads (/proc/<pid>/task/*/schedstat)", CpuCall),
-        CpuRow("VM CPU µs per py:call, 1 call per ms", "includes the worker's and schedulers' spin after each call", CpuPaced),
+        CpuRow("VM CPU µs per py:call, 1 call per ms", "includes the schedulers' busy wait after each wake-up (bench/load.escript has its baseline)", CpuPaced),
         CpuRow("VM CPU µs per second, idle", "the application started, no calls", CpuIdle)
     ],
     Ratio = CallMed / PortMed,
@@ -624,6 +630,15 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(submit_cost, R) of
          {ok, SubmitTable} -> SubmitTable;
          {error, Why4} -> ["(not measured: ", Why4, ")\n"]
+     end,
+     "\n## Under load: the caller's mailbox, spinning, big payloads (issue 13)\n\n",
+     "bench/load.escript, in a VM of its own (and, for calls one ms apart, in 5 fresh VMs per\n"
+     "scheduler setting). Each figure is min / median / max of the medians of 5 runs, with its\n"
+     "baseline from the same runs. docs/runtime.md, \"Waiting for the answer\" and\n"
+     "\"Spinning\", explains the policy these figures come from.\n\n",
+     case maps:get(load_cost, R) of
+         {ok, LoadTable} -> LoadTable;
+         {error, Why5} -> ["(not measured: ", Why5, ")\n"]
      end
     ].
 

@@ -4,7 +4,7 @@
  * and never run on a BEAM scheduler. An idle worker spins briefly before it
  * sleeps, so that a caller making calls back to back does not pay a thread
  * wake-up on each; only one worker spins at a time, and only while requests
- * come back to back and a core is free for it (docs/runtime.md, "Spinning").
+ * come back to back (docs/runtime.md, "Spinning").
  */
 #include "py_worker.h"
 
@@ -44,7 +44,7 @@ static struct {
     request_t *tail;
     int idle;          /* workers sleeping on cond */
     int size;          /* workers serving the queue (started, not given up) */
-    atomic_int busy;   /* workers running a request; read without the lock by the spinner */
+    atomic_int busy;   /* workers running a request; read without the pool lock by info */
     int given_up;      /* threads given up on, still running their request */
     long given_up_total;
     atomic_int queued; /* requests in the queue, read without the lock by the spinner */
@@ -127,16 +127,18 @@ worker_spin_while_zero(atomic_int *value, long max_ns, bool yield)
     }
 }
 
-/* Spins for the next request, when that pays: requests came back to back lately, and a
- * core is left for the schedulers besides the workers running Python. */
+/* Spins for the next request, when that pays: requests came back to back lately, and the
+ * machine has more than one core. One worker spins at a time, for at most WORKER_SPIN_NS,
+ * without the GIL. (docs/runtime.md, "Spinning", tells what was tried to also stop when
+ * the other cores are busy, and why it is not done.) */
 static void
 spin_for_work(void)
 {
+    long long start = now_ns();
     int expected = 0;
 
-    atomic_store(&pool.idle_since_ns, now_ns());
-    if ((atomic_load(&pool.spin_history) & SPIN_HISTORY_MASK) == 0 ||
-        atomic_load(&pool.busy) >= pool.cpus - 1 ||
+    atomic_store(&pool.idle_since_ns, start);
+    if (pool.cpus < 2 || (atomic_load(&pool.spin_history) & SPIN_HISTORY_MASK) == 0 ||
         !atomic_compare_exchange_strong(&pool.spinning, &expected, 1)) {
         return;
     }

@@ -95,8 +95,12 @@ worker_pool_push(request_t *req)
         pool.tail->next = req;
     }
     pool.tail = req;
-    /* A spinning worker takes it within a microsecond if nothing is queued before it. */
-    hot = atomic_fetch_add(&pool.queued, 1) == 0 && atomic_load(&pool.spinning) != 0;
+    /* Back to back, with nothing queued before it, a worker takes it within microseconds:
+     * one spins, or is about to (a caller that took its result at once is often quicker to
+     * call again than the worker is to finish its request and start spinning). */
+    hot = atomic_fetch_add(&pool.queued, 1) == 0 && pool.cpus >= 2 &&
+          (atomic_load(&pool.spinning) != 0 ||
+           (atomic_load(&pool.spin_history) & SPIN_HISTORY_MASK) != 0);
     if (pool.idle > 0 || atomic_load(&pool.spinning) != 0) {
         /* A worker waited for work: would a spin have caught this one? */
         bool back_to_back = now - atomic_load(&pool.idle_since_ns) <= BACK_TO_BACK_NS;

@@ -34,8 +34,9 @@ void worker_pool_stats(worker_stats_t *out);
 #define CALLER_SPIN_US 10
 
 /* Queues req (taking a reference). Returns how long, in microseconds, its caller should
- * poll for the answer before it sleeps: CALLER_SPIN_US when a worker was awake and idle
- * to take it at once, else 0 (waking a thread takes longer than the spin would last). */
+ * poll for the answer before it sleeps: CALLER_SPIN_US when requests come back to back and
+ * none waits before it (a worker spins, or is about to), else 0 (waking a thread takes
+ * longer than the poll would last). */
 int worker_pool_push(request_t *req);
 
 /* Giving up a worker (py_cancel.c): reserve a place (false at max_given_up threads given

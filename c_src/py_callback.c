@@ -234,7 +234,7 @@ callback_call(PyObject *module, PyObject *args)
     ERL_NIF_TERM name, list, waiter_term;
     ErlNifPid server;
     PyObject *result = NULL;
-    bool own_ctx = false, registered = false, cancelled = false;
+    bool own_ctx = false, cancelled = false;
 
     if (PyTuple_GET_SIZE(args) < 1 || !PyUnicode_Check(PyTuple_GET_ITEM(args, 0))) {
         PyErr_SetString(PyExc_TypeError, "erlang.call(name, *args): name must be a str");
@@ -272,7 +272,6 @@ callback_call(PyObject *module, PyObject *args)
                             "the py:call this code runs for was cancelled");
             goto done;
         }
-        registered = true;
     } else {
         /* A thread that serves no request: to the dispatcher, watched, since nothing
          * else would wake us if it died. */
@@ -286,12 +285,11 @@ callback_call(PyObject *module, PyObject *args)
         }
     }
     wait_for_reply(ctx, w);
-    if (registered) {
+    if (req != NULL) {
         /* From here on a cancellation interrupts this thread (the request has no
          * waiter); one that came before, even after the reply, must raise here, or the
          * code after the call would run on for a caller that is gone. */
         cancelled = request_end_callback(req);
-        registered = false;
     }
     if (cancelled) {
         PyErr_SetString(erlmod_exception("CallCancelled"),
@@ -306,9 +304,6 @@ callback_call(PyObject *module, PyObject *args)
                         "the Erlang process running the callback exited before replying");
     }
 done:
-    if (registered) {
-        (void)request_end_callback(req);
-    }
     if (w != NULL) {
         if (w->monitored) {
             (void)enif_demonitor_process(NULL, w, &w->monitor);

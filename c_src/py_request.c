@@ -303,22 +303,13 @@ request_start(request_t *req, thread_ctx_t *ctx)
     return run;
 }
 
-/* Kept terms of more elements than REQUEST_INLINE_NODES are not copied by the caller's
- * poll (which would hold its scheduler) but sent, which moves them without a copy. */
-static bool
-kept_is_large(request_t *req)
-{
-    if (req->has_result) {
-        return request_payload_is_large(req->env, req->result);
-    }
-    return req->callback_env != NULL && request_payload_is_large(req->callback_env, req->callback);
-}
-
 bool
 request_finish(request_t *req, ERL_NIF_TERM result)
 {
     ERL_NIF_TERM msg = 0;
-    bool cancelled;
+    /* Walked here, by the thread that made it and before the lock: the caller's poll
+     * only reads the answer (kept_large). */
+    bool cancelled, large = request_payload_is_large(req->env, result);
 
     request_lock();
     req->state = REQ_DONE;
@@ -332,6 +323,7 @@ request_finish(request_t *req, ERL_NIF_TERM result)
     } else if (!cancelled) {
         req->result = result;
         req->has_result = true;
+        req->kept_large = large;
         atomic_store_explicit(&req->ready, true, memory_order_release);
     }
     request_unlock();
@@ -348,8 +340,9 @@ callback_post_t
 request_post_callback(request_t *req, struct waiter *waiter, ErlNifEnv *msg_env,
                       ERL_NIF_TERM waiter_term, ERL_NIF_TERM name, ERL_NIF_TERM args)
 {
-    ERL_NIF_TERM msg = 0;
-    bool cancelled;
+    ERL_NIF_TERM msg = 0, kept = enif_make_tuple4(msg_env, ATOMS.py_callback, waiter_term, name,
+                                                 args);
+    bool cancelled, large = request_payload_is_large(msg_env, kept);
 
     /* The thread will wait for the caller: the caller's death must wake it. */
     monitor_caller(NULL, req);
@@ -364,7 +357,8 @@ request_post_callback(request_t *req, struct waiter *waiter, ErlNifEnv *msg_env,
                                    enif_make_copy(msg_env, req->arm_ref), waiter_term, name, args);
         } else {
             req->callback_env = msg_env;
-            req->callback = enif_make_tuple4(msg_env, ATOMS.py_callback, waiter_term, name, args);
+            req->callback = kept;
+            req->kept_large = large;
             msg_env = NULL;
             atomic_store_explicit(&req->ready, true, memory_order_release);
         }
@@ -410,6 +404,15 @@ typedef struct {
     ERL_NIF_TERM term;
     ErlNifEnv *free_env; /* to free after the copy (a kept callback's) */
 } taken_t;
+
+/* Request lock held: whether a result or callback is kept and too large for the poll to
+ * copy on the caller's scheduler (more than REQUEST_INLINE_NODES elements); arm sends it
+ * instead, which moves it without a copy. */
+static bool
+kept_is_large_locked(request_t *req)
+{
+    return req->kept_large && (req->has_result || req->callback_env != NULL);
+}
 
 /* Request lock held: takes the kept result or callback, if any. */
 static bool
@@ -488,7 +491,7 @@ request_poll_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return atom_pending;
     }
     request_lock();
-    large = kept_is_large(req);
+    large = kept_is_large_locked(req);
     if (!large) {
         took = take_locked(req, &taken);
     }
@@ -519,7 +522,7 @@ request_arm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     monitor_caller(env, req);
     request_lock();
     req->message_sent = false;
-    if (atomic_load_explicit(&req->ready, memory_order_relaxed) && kept_is_large(req)) {
+    if (kept_is_large_locked(req)) {
         send_kept_locked(env, req, argv[1], &send_env, &msg);
     } else {
         took = take_locked(req, &taken);
@@ -580,25 +583,19 @@ request_cancel_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     request_t *req;
     taken_t taken = {NULL, 0, NULL};
-    ErlNifEnv *dropped;
-    bool watch, sent, took;
+    bool took, sent;
 
     if (!get_request(env, argv[0], &req)) {
         return enif_make_badarg(env);
     }
     request_lock();
     took = req->has_result && take_locked(req, &taken);
-    sent = cancel_locked(req, &watch, &dropped);
     request_unlock();
-    if (dropped != NULL) {
-        enif_free_env(dropped);
-    }
-    if (watch) {
-        cancel_watch(req);
-    }
     if (took) {
+        /* A kept result: the request is done, and nothing is armed or kept besides. */
         return taken_term(env, req, &taken);
     }
+    sent = request_cancel(req);
     /* Cancelled: the caller's death no longer matters. */
     demonitor_caller(env, req);
     return sent ? atom_sent : atom_cancelled;

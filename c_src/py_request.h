@@ -41,6 +41,7 @@ typedef struct request {
     bool armed;           /* the caller sleeps in `receive' on arm_ref */
     bool message_sent;    /* a message for the current arming was sent, not yet received */
     bool has_result;      /* result is kept in env for the caller's next poll */
+    bool kept_large;      /* what is kept is too large for the poll to copy (sent on arm) */
     ERL_NIF_TERM result;
     ErlNifEnv *arm_env;   /* owns arm_ref */
     ERL_NIF_TERM arm_ref;

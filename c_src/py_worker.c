@@ -14,8 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "py_callback.h"
-#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_interp.h"
@@ -44,7 +42,7 @@ static struct {
     request_t *tail;
     int idle;          /* workers sleeping on cond */
     int size;          /* workers serving the queue (started, not given up) */
-    atomic_int busy;   /* workers running a request; read without the pool lock by info */
+    atomic_int busy;   /* workers running a request; dropped without the pool lock after each */
     int given_up;      /* threads given up on, still running their request */
     long given_up_total;
     atomic_int queued; /* requests in the queue, read without the lock by the spinner */

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_erlang_module.h"
 
@@ -268,6 +269,7 @@ callback_call(PyObject *module, PyObject *args)
         ErlNifEnv *posted = msg_env;
         msg_env = NULL;
         if (request_post_callback(req, w, posted, waiter_term, name, list) == CALLBACK_CANCELLED) {
+            cancel_raised(req);
             PyErr_SetString(erlmod_exception("CallCancelled"),
                             "the py:call this code runs for was cancelled");
             goto done;
@@ -292,6 +294,7 @@ callback_call(PyObject *module, PyObject *args)
         cancelled = request_end_callback(req);
     }
     if (cancelled) {
+        cancel_raised(req);
         PyErr_SetString(erlmod_exception("CallCancelled"),
                         "the py:call this code runs for timed out or its caller exited");
     } else if (w->has_reply) {

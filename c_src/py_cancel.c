@@ -51,6 +51,30 @@ ms_between(const struct timespec *from, const struct timespec *to)
     return (to->tv_sec - from->tv_sec) * 1000L + (to->tv_nsec - from->tv_nsec) / 1000000L;
 }
 
+static long long
+monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* Whether CallCancelled was not raised in req's thread for CANCEL_REPEAT_MS (or ever). */
+static bool
+raise_is_due(request_t *req)
+{
+    long long raised = atomic_load(&req->raised_at_ns);
+
+    return raised == 0 || monotonic_ns() - raised >= CANCEL_REPEAT_MS * 1000000LL;
+}
+
+void
+cancel_raised(request_t *req)
+{
+    atomic_store(&req->raised_at_ns, monotonic_ns());
+}
+
 void
 cancel_watch(request_t *req)
 {
@@ -60,7 +84,6 @@ cancel_watch(request_t *req)
         enif_keep_resource(req);
         req->watched = true;
         clock_gettime(CLOCK_MONOTONIC, &req->cancelled_at);
-        req->raised_at = (struct timespec){0, 0}; /* due at once */
         req->watch_next = watch.head;
         watch.head = req;
         pthread_cond_signal(&watch.cond);
@@ -153,8 +176,7 @@ round_over_watch(request_t **due, int max_due)
             give_up(req, ms_between(&req->cancelled_at, &now), watch.options.max_given_up);
         }
         /* A thread waiting in erlang.call was woken by the cancellation itself. */
-        if (!waiting && n < max_due && ms_between(&req->raised_at, &now) >= CANCEL_REPEAT_MS) {
-            req->raised_at = now;
+        if (!waiting && n < max_due && raise_is_due(req)) {
             enif_keep_resource(req);
             due[n++] = req;
         }
@@ -198,8 +220,11 @@ cancel_serve(PyThreadState *tstate)
             request_lock();
             /* RUNNING changes only on a thread holding the GIL, which we now hold: the
              * exception cannot land in the next request of that thread. */
-            if (req->state == REQ_RUNNING && req->waiter == NULL) {
+            /* Due still: its thread may have raised it itself since the round (it held
+             * the GIL we waited for). */
+            if (req->state == REQ_RUNNING && req->waiter == NULL && raise_is_due(req)) {
                 PyThreadState_SetAsyncExc(req->thread_ident, erlmod_exception("CallCancelled"));
+                atomic_store(&req->raised_at_ns, monotonic_ns());
             }
             request_unlock();
         }

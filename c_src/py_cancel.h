@@ -28,9 +28,15 @@ typedef struct {
 void cancel_configure(const cancel_options_t *opts);
 void cancel_options(cancel_options_t *out);
 
-/* Watches req, cancelled while running: raises CallCancelled in its thread now and again
- * until it ends. Takes a reference. Never fails: the watch is intrusive. */
+/* Watches req, cancelled while running: raises CallCancelled in its thread now (unless
+ * it was just raised there) and again every CANCEL_REPEAT_MS until it ends. Takes a reference. Never fails: the watch is intrusive. */
 void cancel_watch(request_t *req);
+
+/* CallCancelled was just raised in the thread running req (GIL held) by erlang.call or a
+ * conversion. The watch raises it there no sooner than CANCEL_REPEAT_MS after: raised at
+ * once again, it would interrupt the code that handles the first (an `except` that cleans
+ * up). */
+void cancel_raised(request_t *req);
 
 /* The interpreter thread's loop, with tstate its thread state (GIL not held). Never
  * returns. */

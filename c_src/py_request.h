@@ -55,7 +55,10 @@ typedef struct request {
     bool watched;
     bool given_up;
     struct timespec cancelled_at;
-    struct timespec raised_at;
+    /* When CallCancelled was last raised in its thread (monotonic ns, 0: never), by the
+     * watch or by erlang.call and conversions themselves (cancel_raised). Atomic: the
+     * watch reads it again under the GIL, without its own lock. */
+    atomic_llong raised_at_ns;
     struct request *watch_next;
 } request_t;
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_interp.h"
@@ -580,6 +581,9 @@ current_request_cancelled(void)
         request_lock();
         cancelled = ctx->current->cancelled;
         request_unlock();
+        if (cancelled) {
+            cancel_raised(ctx->current); /* the conversion raises it */
+        }
     }
     return cancelled;
 }

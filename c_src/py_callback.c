@@ -135,24 +135,30 @@ raise_reply_error(ErlNifEnv *env, const ERL_NIF_TERM *elems, int arity, PyObject
     Py_XDECREF(exc);
 }
 
-static PyObject *
-reply_to_python(waiter_t *w, PyObject *name)
+PyObject *
+callback_reply_value(ErlNifEnv *env, ERL_NIF_TERM reply, PyObject *name)
 {
     int arity = 0;
     const ERL_NIF_TERM *elems;
 
-    if (w->reply_env == NULL) {
-        return PyErr_NoMemory(); /* callback_reply_nif could not keep the reply */
-    }
-    if (!enif_get_tuple(w->reply_env, w->reply, &arity, &elems) || arity < 2) {
+    if (!enif_get_tuple(env, reply, &arity, &elems) || arity < 2) {
         PyErr_SetString(erlmod_exception("Error"), "malformed callback reply");
         return NULL;
     }
     if (elems[0] == ATOMS.ok) {
-        return conv_to_py(w->reply_env, elems[1]);
+        return conv_to_py(env, elems[1]);
     }
-    raise_reply_error(w->reply_env, elems, arity, name);
+    raise_reply_error(env, elems, arity, name);
     return NULL;
+}
+
+static PyObject *
+reply_to_python(waiter_t *w, PyObject *name)
+{
+    if (w->reply_env == NULL) {
+        return PyErr_NoMemory(); /* callback_reply_nif could not keep the reply */
+    }
+    return callback_reply_value(w->reply_env, w->reply, name);
 }
 
 /* The name and the argument list of erlang.call(name, *args), built in msg_env. */

@@ -25,6 +25,11 @@ bool callback_init_resources(ErlNifEnv *env);
  * by the caller. */
 void callback_waiter_cancel(waiter_t *waiter);
 
+/* What a callback's reply term ({ok, Value} or {error, ...}, as py_callback:run/3 makes it)
+ * stands for in Python: a new reference to Value, or NULL with the exception (UnknownFunction
+ * naming name, ErlangException) set. GIL held. */
+PyObject *callback_reply_value(ErlNifEnv *env, ERL_NIF_TERM reply, PyObject *name);
+
 /* erlang.call(name, *args), erlang.send(dest, term), erlang.self(). */
 PyObject *callback_call(PyObject *module, PyObject *args);
 PyObject *callback_send(PyObject *module, PyObject *args);

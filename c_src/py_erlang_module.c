@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "py_callback.h"
+#include "py_loop.h"
 
 typedef struct {
     PyObject_HEAD
@@ -82,8 +83,10 @@ static const char ERLANG_MODULE_SOURCE[] =
     "    def __repr__(self):\n"
     "        return '<erlang function %s>' % (self.name,)\n"
     "\n"
-    "_PORT_HELPERS = frozenset(('run', 'run_shell', 'start_worker', 'Worker',\n"
+    "_PORT_HELPERS = frozenset(('run_shell', 'start_worker', 'Worker',\n"
     "                           'CommandTimeout', 'OutputLimitExceeded'))\n"
+    "_EVENT_LOOP = frozenset(('run', 'new_event_loop', 'ErlangEventLoop', 'async_call',\n"
+    "                         'Mailbox'))\n"
     "\n"
     "def __getattr__(name):\n"
     "    if name.startswith('_'):\n"
@@ -91,10 +94,13 @@ static const char ERLANG_MODULE_SOURCE[] =
     "    if name in _PORT_HELPERS:\n"
     "        from _erlang_impl import _ports\n"
     "        return getattr(_ports, name)\n"
+    "    if name in _EVENT_LOOP:\n"
+    "        from _erlang_impl import _loop\n"
+    "        return getattr(_loop, name)\n"
     "    return Function(name)\n"
     "\n"
     "def __dir__():\n"
-    "    return sorted(set(globals()) | _PORT_HELPERS)\n";
+    "    return sorted(set(globals()) | _PORT_HELPERS | _EVENT_LOOP)\n";
 
 /* ------------------------------------------------------------------------ */
 /* Opaque term objects */
@@ -283,6 +289,9 @@ PyInit_erlang(void)
             PyModule_AddObject(module, term_type_short[i], Py_NewRef(term_types[i])) < 0) {
             goto fail;
         }
+    }
+    if (loop_add_to_module(module) < 0) {
+        goto fail;
     }
     result = PyRun_String(ERLANG_MODULE_SOURCE, Py_file_input, PyModule_GetDict(module),
                           PyModule_GetDict(module));

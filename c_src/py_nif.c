@@ -13,6 +13,7 @@
 #include "py_cancel.h"
 #include "py_convert.h"
 #include "py_interp.h"
+#include "py_loop.h"
 #include "py_request.h"
 #include "py_worker.h"
 
@@ -197,7 +198,7 @@ info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 static bool
 init_resources(ErlNifEnv *env)
 {
-    return worker_init_resources(env) && callback_init_resources(env);
+    return worker_init_resources(env) && callback_init_resources(env) && loop_init_resources(env);
 }
 
 static int
@@ -238,6 +239,13 @@ static ErlNifFunc nif_funcs[] = {
     {"callback_reply", 2, callback_reply_nif, 0},
     {"submit_nested", 3, callback_submit_nested_nif, 0},
     {"info", 0, info_nif, 0},
+    {"loop_attach", 1, loop_attach_nif, 0},
+    {"loop_select", 1, loop_select_nif, 0},
+    {"loop_ready", 1, loop_ready_nif, 0},
+    {"loop_timer", 2, loop_timer_nif, 0},
+    {"loop_post", 5, loop_post_nif, 0},
+    {"loop_reply", 3, loop_reply_nif, 0},
+    {"loop_stop", 1, loop_stop_nif, 0},
 };
 
 ERL_NIF_INIT(py_nif, nif_funcs, load, NULL, upgrade, NULL)

@@ -254,6 +254,9 @@ cancel_locked(request_t *req, bool *watch, ErlNifEnv **dropped)
         if (req->waiter != NULL) {
             callback_waiter_cancel(req->waiter);
         }
+        if (req->interrupt != NULL) {
+            req->interrupt(req->interrupt_arg);
+        }
         /* Watched until it ends, even when its thread waits in erlang.call now (the
          * cancellation wakes that): code that swallows CallCancelled gets it again, and
          * its worker is replaced if it runs on (py_cancel.h). */
@@ -334,6 +337,30 @@ request_finish(request_t *req, ERL_NIF_TERM result)
         (void)enif_send(NULL, &req->caller, req->env, msg);
     }
     return cancelled;
+}
+
+bool
+request_set_interrupt(request_t *req, void (*interrupt)(void *arg), void *arg)
+{
+    bool set;
+
+    request_lock();
+    set = !req->cancelled;
+    if (set) {
+        req->interrupt = interrupt;
+        req->interrupt_arg = arg;
+    }
+    request_unlock();
+    return set;
+}
+
+void
+request_clear_interrupt(request_t *req)
+{
+    request_lock();
+    req->interrupt = NULL;
+    req->interrupt_arg = NULL;
+    request_unlock();
 }
 
 callback_post_t

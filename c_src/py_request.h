@@ -50,6 +50,10 @@ typedef struct request {
     unsigned long thread_ident;   /* the Python thread running it, while RUNNING */
     struct thread_ctx *runner;    /* that thread's context, while RUNNING */
     struct waiter *waiter;        /* set while its thread waits in erlang.call */
+    /* Set while its thread sleeps elsewhere (an event loop's wait): called, request lock
+     * held, when req is cancelled, to wake it. It must only take locks of its own. */
+    void (*interrupt)(void *arg);
+    void *interrupt_arg;
     struct request *next;         /* queue link */
     /* The cancellation watch (py_cancel.c), under the watch's lock. */
     bool watched;
@@ -109,6 +113,12 @@ typedef enum {
 callback_post_t request_post_callback(request_t *req, struct waiter *waiter, ErlNifEnv *msg_env,
                                       ERL_NIF_TERM waiter_term, ERL_NIF_TERM name,
                                       ERL_NIF_TERM args);
+
+/* The thread running req is about to sleep outside erlang.call: a cancellation calls
+ * interrupt(arg) to wake it, until request_clear_interrupt. Returns false, and sets nothing,
+ * if req is already cancelled. */
+bool request_set_interrupt(request_t *req, void (*interrupt)(void *arg), void *arg);
+void request_clear_interrupt(request_t *req);
 
 /* The callback's thread stopped waiting. Returns whether req was cancelled meanwhile. */
 bool request_end_callback(request_t *req);

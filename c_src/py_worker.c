@@ -282,6 +282,24 @@ str_keyed_dict_from_term(ErlNifEnv *env, ERL_NIF_TERM term, const char *what,
     return copy;
 }
 
+/* An `async def' function's coroutine, run to completion on a new ErlangEventLoop
+ * (_erlang_impl._loop.run_coroutine; docs/asyncio.md). */
+static PyObject *
+run_coroutine(PyObject *coro)
+{
+    static PyObject *runner = NULL; /* GIL held: set once */
+
+    if (runner == NULL) {
+        PyObject *module = PyImport_ImportModule("_erlang_impl._loop");
+        runner = module == NULL ? NULL : PyObject_GetAttrString(module, "run_coroutine");
+        Py_XDECREF(module);
+        if (runner == NULL) {
+            return NULL;
+        }
+    }
+    return PyObject_CallOneArg(runner, coro);
+}
+
 static PyObject *
 run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
 {
@@ -314,6 +332,9 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
         goto done;
     }
     result = PyObject_Call(func, args, PyDict_GET_SIZE(kwargs) > 0 ? kwargs : NULL);
+    if (result != NULL && PyCoro_CheckExact(result)) {
+        Py_SETREF(result, run_coroutine(result));
+    }
 done:
     Py_XDECREF(modname);
     Py_XDECREF(funcname);

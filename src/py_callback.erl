@@ -7,7 +7,7 @@
 %% forever for a worker held by the very call that made it.
 -module(py_callback).
 
--export([run/3, waiter/0, error_reply/3]).
+-export([run/3, reply/2, waiter/0, error_reply/3]).
 
 -define(WAITER_KEY, '$erlang_python_waiter').
 
@@ -20,6 +20,21 @@ run(Waiter, Name, Args) ->
         end,
     _ = py_nif:callback_reply(Waiter, Reply),
     ok.
+
+%% @doc The reply for a call of the function registered as Name that no Python thread waits
+%% on (erlang.async_call): `{ok, Result}' or what error_reply/3 makes.
+-spec reply(binary() | atom(), [term()]) -> tuple().
+reply(Name, Args) ->
+    case py_function_registry:lookup(name_binary(Name)) of
+        {ok, Target} ->
+            try
+                {ok, apply_target(Target, Args)}
+            catch
+                Class:Reason:Stack -> error_reply(Class, Reason, Stack)
+            end;
+        error ->
+            {error, unknown_function}
+    end.
 
 %% @doc The Python thread that the running callback belongs to, if any.
 -spec waiter() -> py_nif:waiter() | undefined.

@@ -5,6 +5,8 @@
 -export([priv_dir/0]).
 -export([start/1, submit/2, poll/1, arm/2, disarm/1, cancel/1, demonitor/1]).
 -export([callback_reply/2, submit_nested/3, info/0]).
+-export([loop_attach/1, loop_select/1, loop_ready/1, loop_timer/2, loop_post/5, loop_reply/3,
+         loop_stop/1]).
 
 -on_load(load/0).
 
@@ -13,7 +15,8 @@
 -type waiter() :: reference().
 -type callback() :: {py_callback, waiter(), binary() | atom(), [term()]}.
 -type result() :: ok | {ok, term()} | {error, term()}.
--export_type([kind/0, request/0, waiter/0, callback/0, result/0]).
+-type loop() :: reference().
+-export_type([kind/0, request/0, waiter/0, callback/0, result/0, loop/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -90,4 +93,42 @@ submit_nested(_Waiter, _Kind, _Payload) ->
 %% @doc The interpreter and the pool: see py:info/0.
 -spec info() -> #{atom() => term()}.
 info() ->
+    erlang:nif_error(not_loaded).
+
+%% The C side of an ErlangEventLoop (c_src/py_loop.h), for its driver, py_event_loop.
+
+%% @doc The calling process drives the loop from now on (it is monitored).
+-spec loop_attach(loop()) -> ok | {error, closed}.
+loop_attach(_Loop) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Sends `{select, Loop, undefined, ready_input}' once the loop's epoll set has
+%% something ready.
+-spec loop_select(loop()) -> ok | {error, closed | select_failed}.
+loop_select(_Loop) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc The select fired: wakes the loop's thread.
+-spec loop_ready(loop()) -> ok.
+loop_ready(_Loop) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc The timer of the loop's wait `Gen' fired: wakes the loop's thread if it still waits.
+-spec loop_timer(loop(), non_neg_integer()) -> ok.
+loop_timer(_Loop, _Gen) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc An event for the loop's thread: an async call's reply or a mailbox's message.
+-spec loop_post(loop(), reply | message, term(), term(), term()) -> ok | {error, closed | enomem}.
+loop_post(_Loop, _Kind, _Id, _Name, _Value) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc The answer to the loop thread's request `Seq'.
+-spec loop_reply(loop(), non_neg_integer(), term()) -> ok | {error, enomem}.
+loop_reply(_Loop, _Seq, _Reply) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Stops watching the loop's epoll set and closes it.
+-spec loop_stop(loop()) -> ok.
+loop_stop(_Loop) ->
     erlang:nif_error(not_loaded).

@@ -370,7 +370,7 @@ sleep_locked(py_loop_t *loop, long long deadline_ns)
     bool arm = !loop->armed;
     ErlNifEnv *msg_env;
 
-    if (wait_is_over_locked(loop) || remaining_ns == 0) {
+    if (wait_is_over_locked(loop) || (deadline_ns >= 0 && remaining_ns <= 0)) {
         return;
     }
     loop->wait_gen++;

@@ -343,11 +343,12 @@ def test_stub_names_match_the_module():
         for node in tree.body
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_")
     }
-    # The port helpers, re-exported from _erlang_impl._ports.
+    # The port helpers and the event loop, re-exported from _erlang_impl.
     declared |= {
         alias.asname
         for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module == "_erlang_impl._ports"
+        if isinstance(node, ast.ImportFrom)
+        and node.module in ("_erlang_impl._ports", "_erlang_impl._loop")
         for alias in node.names
     }
     (all_node,) = [

@@ -475,10 +475,12 @@ def test_port_round_trips_unchanged():
 
 
 def test_module_has_a_public_face():
-    """The helpers are importable from erlang and from _erlang_impl._ports."""
+    """The helpers are importable from erlang and from _erlang_impl._ports (erlang.run is
+    _erlang_impl._loop.run, which runs a coroutine or hands an argv to _ports.run)."""
+    from _erlang_impl import _loop
     from erlang import CommandTimeout, OutputLimitExceeded, Worker, run, start_worker
 
-    assert run is _ports.run and start_worker is _ports.start_worker
+    assert run is _loop.run and start_worker is _ports.start_worker
     assert issubclass(CommandTimeout, TimeoutError)
     assert issubclass(OutputLimitExceeded, erlang.Error)
     assert Worker is _ports.Worker

@@ -30,6 +30,14 @@ register_all() ->
             Value
         end},
         {pt_self, fun([]) -> self() end},
+        %% Event loop mailboxes (test_event_loop.py): Erlang sends each of Msgs to Pid, from a
+        %% process of its own, Ms after the call returned.
+        {pt_send_later, fun([Pid, Msgs, Ms]) ->
+            _ = spawn(fun() -> timer:sleep(Ms), [Pid ! M || M <- Msgs] end),
+            ok
+        end},
+        %% Whether a process is alive (a mailbox's, after it was closed).
+        {pt_is_alive, fun([Pid]) -> is_process_alive(Pid) end},
         {pt_mailbox_pid, fun([]) -> whereis(?MAILBOX) end},
         %% The first N messages the mailbox got, oldest first (waits up to 5 s for them).
         {pt_mailbox_take, fun([N]) -> mailbox_take(N) end},

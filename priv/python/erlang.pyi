@@ -2,17 +2,24 @@
 interpreter (c_src/py_erlang_module.c); it exists only inside the Erlang VM.
 
 Point an editor or mypy at this folder (mypy: `mypy_path = priv/python`, or MYPYPATH).
-See docs/callbacks.md and docs/type-conversion.md.
+See docs/callbacks.md, docs/type-conversion.md, docs/ports.md and docs/asyncio.md.
 """
 
 from typing import Any, NoReturn, final
+
+# The event loop (docs/asyncio.md), defined in _erlang_impl._loop. erlang.run(coro) runs a
+# coroutine; erlang.run(argv, ...) is the port helper _erlang_impl._ports.run.
+from _erlang_impl._loop import ErlangEventLoop as ErlangEventLoop
+from _erlang_impl._loop import Mailbox as Mailbox
+from _erlang_impl._loop import async_call as async_call
+from _erlang_impl._loop import new_event_loop as new_event_loop
+from _erlang_impl._loop import run as run
 
 # The port helpers (docs/ports.md), defined in _erlang_impl._ports and reached through this
 # module's __getattr__.
 from _erlang_impl._ports import CommandTimeout as CommandTimeout
 from _erlang_impl._ports import OutputLimitExceeded as OutputLimitExceeded
 from _erlang_impl._ports import Worker as Worker
-from _erlang_impl._ports import run as run
 from _erlang_impl._ports import run_shell as run_shell
 from _erlang_impl._ports import start_worker as start_worker
 
@@ -23,14 +30,18 @@ __all__ = [
     "OutputLimitExceeded",
     "Worker",
     "Error",
+    "ErlangEventLoop",
     "ErlangException",
     "Fun",
     "Function",
+    "Mailbox",
     "Pid",
     "Port",
     "Reference",
     "UnknownFunction",
+    "async_call",
     "call",
+    "new_event_loop",
     "run",
     "run_shell",
     "self",

@@ -203,7 +203,9 @@ class Mailbox:
     def __init__(self, loop=None):
         loop = asyncio.get_running_loop() if loop is None else loop
         if not isinstance(loop, ErlangEventLoop):
-            raise RuntimeError("erlang.Mailbox needs an ErlangEventLoop (erlang.run, erlang.new_event_loop)")
+            raise RuntimeError(
+                "erlang.Mailbox needs an ErlangEventLoop (erlang.run, erlang.new_event_loop)"
+            )
         self._loop = loop
         self._id = next(loop._erlang_ids)
         self._messages = collections.deque()
@@ -290,7 +292,9 @@ async def async_call(name, *args):
     executor. Cancelling the await does not stop the Erlang function; its result is dropped.
     """
     if not isinstance(name, str):
-        raise TypeError(f"erlang.async_call(name, *args): name must be a str, not {type(name).__name__}")
+        raise TypeError(
+            f"erlang.async_call(name, *args): name must be a str, not {type(name).__name__}"
+        )
     loop = asyncio.get_running_loop()
     if isinstance(loop, ErlangEventLoop):
         return await loop._erlang_call(name, args)
@@ -324,6 +328,8 @@ def run_coroutine(coro, *, debug=None):
     If the ``py:call`` this runs for is cancelled, the coroutine is interrupted with
     ``erlang.CallCancelled`` or, failing that, cancelled."""
     if asyncio._get_running_loop() is not None:
+        if asyncio.iscoroutine(coro):
+            coro.close()  # never to run: no "never awaited" warning
         raise RuntimeError("erlang.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(coro):
         raise ValueError(f"a coroutine was expected, got {coro!r}")
@@ -353,4 +359,3 @@ def run(main, *args, **kwargs):
     from _erlang_impl import _ports
 
     return _ports.run(main, *args, **kwargs)
-

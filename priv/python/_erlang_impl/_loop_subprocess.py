@@ -134,7 +134,9 @@ class _WritePipe(transports.WriteTransport):
 
     def write(self, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
         if self._closing or not data:
             return
         data = bytes(data)
@@ -213,10 +215,23 @@ async def start(loop, protocol, args, shell, stdin, stdout, stderr, bufsize, ext
     """The transport of a process started through a port, once its pipes are connected."""
     waiter = loop.create_future()
     transport = _PortSubprocessTransport(
-        loop, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, extra=extra, **kwargs
+        loop,
+        protocol,
+        args,
+        shell,
+        stdin,
+        stdout,
+        stderr,
+        bufsize,
+        waiter=waiter,
+        extra=extra,
+        **kwargs,
     )
     threading.Thread(
-        target=_wait_for_exit, args=(loop, transport, transport._proc), daemon=True, name="asyncio-port-wait"
+        target=_wait_for_exit,
+        args=(loop, transport, transport._proc),
+        daemon=True,
+        name="asyncio-port-wait",
     ).start()
     try:
         await waiter

@@ -34,13 +34,18 @@ report(R) ->
             row("echo throughput MB/s (50 connections x 800 KB)", higher,
                 get(R, <<"throughput">>)),
             row("CPU ms of the loop's thread over 1 s idle", lower,
-                [{K, [V * 1000 || V <- Vs]} || {K, Vs} <- get(R, <<"idle">>)])],
+                [{K, [V * 1000 || V <- Vs]} || {K, Vs} <- get(R, <<"idle">>)]),
+            row("CPU ms of the whole VM over that second", lower,
+                [{K, [V * 1000 || V <- Vs]} || {K, Vs} <- get(R, <<"idle_vm">>)])],
+    NoLoop = [V * 1000 || V <- maps:get(<<"none">>, maps:get(<<"idle_vm">>, R))],
     ["Each figure: min / median / max of ", integer_to_list(?RUNS), " runs, each on a fresh "
      "loop, the two kinds alternating in one VM. The last column is the median of ours against "
      "the standard library's, turned so that above 1 means ours does better.\n\n",
      "| Measure | stdlib loop | ErlangEventLoop | ours ÷ stdlib (better > 1) |\n",
      "| --- | --- | --- | --- |\n",
-     Rows].
+     Rows,
+     "\nBaseline of the last row: CPU ms of the whole VM over a second of plain `time.sleep(1)`, "
+     "no loop at all: ", spread(NoLoop), " (each VM figure includes reading /proc twice).\n"].
 
 get(R, Key) ->
     M = maps:get(Key, R),

@@ -10,12 +10,15 @@ escript reports min / median / max of the runs and the ratio of the medians.
   line there and back, sequentially: round trips per second;
 - echo throughput: 50 connections, each streaming 200 x 4 KB through the echo server and
   reading it back: MB/s;
-- idle: a loop waiting 1 s on a sleep: CPU seconds of the thread running it.
+- idle: a loop waiting 1 s on a sleep: CPU seconds of the thread running it;
+- idle VM: the CPU of all the VM's threads over that second, and over a second of plain
+  time.sleep without any loop (the baseline; each figure includes reading /proc twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import random
 import statistics
 import time
@@ -119,20 +122,46 @@ async def _idle():
     return time.thread_time() - start
 
 
+def _vm_cpu_seconds():
+    total = 0
+    for path in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(path) as stat:
+                total += int(stat.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
+
+
+async def _idle_vm():
+    start = _vm_cpu_seconds()
+    await asyncio.sleep(1)
+    return _vm_cpu_seconds() - start
+
+
+def _idle_vm_without_loop():
+    start = _vm_cpu_seconds()
+    time.sleep(1)
+    return _vm_cpu_seconds() - start
+
+
 MEASURES = {
     "timers": _timers,
     "lateness": _lateness,
     "round_trips": _round_trips,
     "throughput": _throughput,
     "idle": _idle,
+    "idle_vm": _idle_vm,
 }
 
 
 def run_all(runs: int) -> dict:
     """{measure: {kind: [value per run]}}; lateness values are (median, p99) pairs."""
     results = {name: {kind: [] for kind in KINDS} for name in MEASURES}
+    results["idle_vm"]["none"] = []
     for _ in range(runs):
         for name, main in MEASURES.items():
             for kind in KINDS:
                 results[name][kind].append(_on(kind, main))
+        results["idle_vm"]["none"].append(_idle_vm_without_loop())
     return results

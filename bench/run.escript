@@ -171,13 +171,14 @@ run_all() ->
     CancelRecovery = cancel_recovery(),
     SubmitCost = submit_cost(),
     LoadCost = load_cost(),
+    AsyncioCost = asyncio_cost(),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
       sandbox_cost => SandboxCost, ports_cost => PortsCost,
       cancel_recovery => CancelRecovery, submit_cost => SubmitCost, load_cost => LoadCost,
-      foreign => Foreign}.
+      asyncio_cost => AsyncioCost, foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -391,6 +392,10 @@ submit_cost() ->
 %% The caller's mailbox, spinning and big payloads: bench/load.escript, in a VM of its own.
 load_cost() ->
     sub_bench("load.escript").
+
+%% ErlangEventLoop against the standard library's loop: bench/asyncio.escript.
+asyncio_cost() ->
+    sub_bench("asyncio.escript").
 
 %% Runs bench/Script with an output file, and returns the Markdown it wrote.
 sub_bench(Script) ->
@@ -637,6 +642,14 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(load_cost, R) of
          {ok, LoadTable} -> LoadTable;
          {error, Why5} -> ["(not measured: ", Why5, ")\n"]
+     end,
+     "\n## ErlangEventLoop against the standard library's loop (issue 9)\n\n",
+     "bench/asyncio.escript, in a VM of its own, runs bench/asyncio_bench.py: the same asyncio\n"
+     "work on `asyncio.new_event_loop()` and `erlang.new_event_loop()`. Targets: no slower on\n"
+     "echo throughput, timer lateness no worse. docs/asyncio.md says how the loop is driven.\n\n",
+     case maps:get(asyncio_cost, R) of
+         {ok, AsyncioTable} -> AsyncioTable;
+         {error, Why6} -> ["(not measured: ", Why6, ")\n"]
      end
     ].
 

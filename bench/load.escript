@@ -30,20 +30,28 @@ main(["--sparse-cpu", Out]) ->
 main(["--idle", Mode]) ->
     %% An idle VM for idle_cpu/1 to watch from outside: its OS pid on stdout, then nothing
     %% until stdin closes.
-    Mode =:= "app" andalso start(),
+    Mode =/= "bare" andalso start(),
+    %% "loop": an ErlangEventLoop waiting an hour on a thread Python started.
+    ok = case Mode of
+             "loop" -> py:exec(<<"import asyncio, erlang, threading\n"
+                         "threading.Thread(target=lambda: erlang.run(asyncio.sleep(3600)),\n"
+                         "                 daemon=True).start()\n">>);
+             _ -> ok
+         end,
     io:format("~s~n", [os:getpid()]),
     _ = io:get_line(""),
     halt(0);
 main(Args) ->
     IdleBefore = idle_cpu("bare"),
     IdleAfter = idle_cpu("app"),
+    IdleLoop = idle_cpu("loop"),
     start(),
     Mailbox = [mailbox_run() || _ <- lists:seq(1, ?RUNS)],
     Spin = [spin_run() || _ <- lists:seq(1, ?RUNS)],
     Payload = [payload_run() || _ <- lists:seq(1, ?RUNS)],
     Sparse = [{Flags, [sparse_cpu_vm(Flags) || _ <- lists:seq(1, ?RUNS)]}
               || Flags <- ["", ?NO_BUSY_WAIT]],
-    Report = report(Mailbox, Spin, Payload, IdleBefore, IdleAfter, Sparse),
+    Report = report(Mailbox, Spin, Payload, IdleBefore, IdleAfter, IdleLoop, Sparse),
     Out = case Args of [Path] -> Path; [] -> "/dev/stdout" end,
     ok = file:write_file(Out, unicode:characters_to_binary(Report)),
     halt(0).
@@ -176,7 +184,7 @@ wait_exit(Port) ->
     end.
 
 %% CPU per second of wall time of an idle VM of its own (Mode "bare": nothing started;
-%% "app": the application started and warmed up), over 1 s windows after 1 s to settle: 5
+%% "app": the application started and warmed up; "loop": that and an idle event loop), over 1 s windows after 1 s to settle: 5
 %% windows. It is read from this VM, so that the reading's own cost (a few ms for the files
 %% of /proc) is not counted: read from inside, it was most of what an idle VM uses.
 idle_cpu(Mode) ->
@@ -206,7 +214,7 @@ payload_run() ->
 %% ---------------------------------------------------------------------------
 %% The report
 
-report(Mailbox, Spin, Payload, IdleBefore, IdleAfter, Sparse) ->
+report(Mailbox, Spin, Payload, IdleBefore, IdleAfter, IdleLoop, Sparse) ->
     Spread = fun(Values) -> spread(Values) end,
     MailboxRows =
         lists:append(
@@ -247,7 +255,9 @@ report(Mailbox, Spin, Payload, IdleBefore, IdleAfter, Sparse) ->
         [["nothing started (baseline)", Spread([V || {V, _} <- IdleBefore]),
           Spread([P || {_, P} <- IdleBefore])],
          ["the application started, idle", Spread([V || {V, _} <- IdleAfter]),
-          Spread([P || {_, P} <- IdleAfter])]],
+          Spread([P || {_, P} <- IdleAfter])],
+         ["the same with an ErlangEventLoop idle on a Python thread (`erlang.run(asyncio.sleep(3600))`)",
+          Spread([V || {V, _} <- IdleLoop]), Spread([P || {_, P} <- IdleLoop])]],
     PayloadRows =
         [["binary:copy/1 twice in Erlang (baseline: two copies)", Spread(pick(Payload, copy))],
          ["py:call echo of {bytes, B}: bytes in Python", Spread(pick(Payload, bytes))],

@@ -245,19 +245,23 @@ idle_workers_do_not_spin(_Config) ->
 %% ---------------------------------------------------------------------------
 
 %% Times Op N times from a process with ?BACKLOG queued messages and from one with none,
-%% in alternating rounds, and asserts the median with the backlog is within 2x.
+%% in 10 alternating rounds, and asserts that the backlog's median is within 2x (+5 us) of
+%% the other's in at least 7 of the rounds. Per round, so that a burst of other load on the
+%% machine spoils a round or two, not the verdict; a lost receive optimisation (a scan of
+%% 100,000 messages per wait, hundreds of microseconds) fails every round.
 assert_flat(Op, N) ->
     Empty = timer_process(0),
     Full = timer_process(?BACKLOG),
-    Rounds = 5,
-    Samples = [{time_in(Empty, Op, N div Rounds), time_in(Full, Op, N div Rounds)}
+    Rounds = 10,
+    PerRound = max(1, N div Rounds),
+    Samples = [{median(time_in(Empty, Op, PerRound)), median(time_in(Full, Op, PerRound))}
                || _ <- lists:seq(1, Rounds)],
-    WithNone = median(lists:append([E || {E, _} <- Samples])),
-    WithBacklog = median(lists:append([F || {_, F} <- Samples])),
     [begin unlink(P), exit(P, kill) end || P <- [Empty, Full]],
-    ct:log("median with no messages queued: ~.1f us; with ~p: ~.1f us",
-           [WithNone, ?BACKLOG, WithBacklog]),
-    ?assert(WithBacklog < 2 * WithNone + 5).
+    Flat = [ok || {WithNone, WithBacklog} <- Samples, WithBacklog < 2 * WithNone + 5],
+    ct:log("round medians, no messages queued against ~p: ~s; ~p of ~p rounds within 2x",
+           [?BACKLOG, lists:join(", ", [io_lib:format("~.1f/~.1f us", [E, F]) || {E, F} <- Samples]),
+            length(Flat), Rounds]),
+    ?assert(length(Flat) >= 7).
 
 timer_process(Backlog) ->
     Parent = self(),

@@ -14,9 +14,14 @@ start(_Type, _Args) ->
                     %% ask the kernel for one (signal.alarm, setitimer): let
                     %% erl_signal_server receive it instead.
                     ok = os:set_signal(sigalrm, handle),
-                    case set_subprocess_mode() of
-                        ok -> erlang_python_sup:start_link();
-                        {error, _} = Error -> Error
+                    case set_python_path() of
+                        ok ->
+                            case set_subprocess_mode() of
+                                ok -> erlang_python_sup:start_link();
+                                {error, _} = Error -> Error
+                            end;
+                        {error, _} = Error ->
+                            Error
                     end;
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}
@@ -28,6 +33,26 @@ start(_Type, _Args) ->
 -spec stop(term()) -> ok.
 stop(_State) ->
     ok.
+
+%% The app env `python_path': directories put at the front of sys.path, in order (the
+%% first ends up first), each a path or {priv, App, SubDir}.
+-spec set_python_path() -> ok | {error, term()}.
+set_python_path() ->
+    case application:get_env(erlang_python, python_path, []) of
+        Entries when is_list(Entries) ->
+            add_paths(lists:reverse(Entries));
+        Other ->
+            {error, {bad_env, python_path, Other}}
+    end.
+
+-spec add_paths([py:path_entry()]) -> ok | {error, term()}.
+add_paths([]) ->
+    ok;
+add_paths([Entry | Rest]) ->
+    case py:add_path(Entry) of
+        ok -> add_paths(Rest);
+        {error, Reason} -> {error, {bad_env, python_path, {Entry, Reason}}}
+    end.
 
 %% The app env `subprocess': `blocked' (the sandbox refuses it) or `ports' (the standard
 %% subprocess module runs processes through the port helpers; docs/ports.md).

@@ -21,7 +21,7 @@
 -export([call/3, call/4, call/5]).
 -export([eval/1, eval/2, eval/3]).
 -export([exec/1, exec/2]).
--export([version/0, executable/0, sys_path/0, info/0]).
+-export([version/0, executable/0, sys_path/0, add_path/1, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
@@ -45,7 +45,10 @@
 -type python_error() :: {Type :: atom() | binary(), Message :: binary(), Traceback :: binary()}.
 -type error_reason() ::
     python_error() | timeout | not_started | {badarg, {atom(), term()}}.
--export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0]).
+%% A directory for `sys.path': a path, or `{priv, App, SubDir}', SubDir in App's priv
+%% directory (what a release ships).
+-type path_entry() :: file:filename_all() | {priv, atom(), file:filename_all()}.
+-export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0, path_entry/0]).
 
 %% @equiv call(Module, Function, Args, #{})
 -spec call(name(), name(), [term()]) -> {ok, term()} | {error, error_reason()}.
@@ -125,6 +128,51 @@ executable() ->
 -spec sys_path() -> {ok, [binary()]} | {error, error_reason()}.
 sys_path() ->
     eval(<<"list(__import__('sys').path)">>).
+
+%% @doc Puts a directory at the front of the interpreter's `sys.path' (once: a directory
+%% already there stays where it is), so that `import' finds the modules in it. The
+%% application env `python_path' does the same at start for a list of them. Errors:
+%% `{error, {not_a_directory, Path}}', `{error, {no_priv_dir, App}}' for an application the
+%% code server does not know, `{error, {badarg, {path, Entry}}}' for anything else.
+-spec add_path(path_entry()) ->
+    ok | {error, {not_a_directory, binary()} | {no_priv_dir, atom()} | error_reason()}.
+add_path(Entry) ->
+    case resolve_path(Entry) of
+        {ok, Dir} ->
+            case eval(<<"(__import__('sys').path.insert(0, d) "
+                        "if d not in __import__('sys').path else None)">>, #{d => Dir}) of
+                {ok, none} -> ok;
+                {error, _} = Error -> Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @private The absolute directory of a path entry, which must exist.
+-spec resolve_path(term()) -> {ok, binary()} | {error, term()}.
+resolve_path({priv, App, SubDir} = Entry) when is_atom(App) ->
+    case code:priv_dir(App) of
+        {error, bad_name} -> {error, {no_priv_dir, App}};
+        Priv -> directory(Entry, filename:join(Priv, SubDir))
+    end;
+resolve_path(Entry) when is_list(Entry); is_binary(Entry) ->
+    directory(Entry, Entry);
+resolve_path(Entry) ->
+    {error, {badarg, {path, Entry}}}.
+
+-spec directory(term(), file:filename_all()) -> {ok, binary()} | {error, term()}.
+directory(Entry, Path) ->
+    try unicode:characters_to_binary(filename:absname(Path)) of
+        Dir when is_binary(Dir) ->
+            case filelib:is_dir(Dir) of
+                true -> {ok, Dir};
+                false -> {error, {not_a_directory, Dir}}
+            end;
+        _ ->
+            {error, {badarg, {path, Entry}}}
+    catch
+        error:_ -> {error, {badarg, {path, Entry}}}
+    end.
 
 %% @doc The state of the worker pool, for operators:
 %% <ul>

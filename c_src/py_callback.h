@@ -34,6 +34,9 @@ PyObject *callback_reply_value(ErlNifEnv *env, ERL_NIF_TERM reply, PyObject *nam
 PyObject *callback_call(PyObject *module, PyObject *args);
 PyObject *callback_send(PyObject *module, PyObject *args);
 PyObject *callback_self(PyObject *module, PyObject *unused);
+/* erlang._output_target(): the group leader of the caller whose call this thread runs, or
+ * None (docs/output.md). */
+PyObject *callback_output_target(PyObject *module, PyObject *unused);
 
 /* NIF bodies. */
 ERL_NIF_TERM callback_reply_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);

@@ -248,10 +248,21 @@ PyDoc_STRVAR(self_doc, "self()\n--\n\n"
                        "The Pid of the Erlang process whose py:call this code runs for, or\n"
                        "None on a thread that runs none.");
 
+static PyObject *
+note_partial_output(PyObject *module, PyObject *unused)
+{
+    worker_note_partial_output();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef erlang_methods[] = {
     {"call", callback_call, METH_VARARGS, call_doc},
     {"send", callback_send, METH_VARARGS, send_doc},
     {"self", callback_self, METH_NOARGS, self_doc},
+    {"_output_target", callback_output_target, METH_NOARGS,
+     "Private: the group leader this thread's output goes to, or None."},
+    {"_note_partial_output", note_partial_output, METH_NOARGS,
+     "Private: this thread's output holds a partial line (_erlang_impl._output)."},
     {NULL, NULL, 0, NULL},
 };
 

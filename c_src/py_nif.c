@@ -125,6 +125,7 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_kind_t kind;
     request_t *req;
     ERL_NIF_TERM term;
+    ErlNifPid leader;
     int spin_us;
 
     if (!request_kind_from_term(argv[0], &kind)) {
@@ -133,9 +134,16 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!interp_is_running()) {
         return make_error(env, ATOMS.not_started);
     }
+    if (argc == 3 && !enif_get_local_pid(env, argv[2], &leader)) {
+        return enif_make_badarg(env);
+    }
     req = request_new(env, kind, argv[1]);
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    if (argc == 3) {
+        req->group_leader = leader;
+        req->has_group_leader = true;
     }
     term = enif_make_resource(env, req); /* keeps req alive through this call */
     spin_us = worker_pool_push(req);
@@ -231,6 +239,7 @@ upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info)
 static ErlNifFunc nif_funcs[] = {
     {"start", 1, start_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"submit", 2, submit_nif, 0},
+    {"submit", 3, submit_nif, 0},
     {"poll", 1, request_poll_nif, 0},
     {"arm", 2, request_arm_nif, 0},
     {"disarm", 1, request_disarm_nif, 0},
@@ -238,6 +247,7 @@ static ErlNifFunc nif_funcs[] = {
     {"demonitor", 1, request_demonitor_nif, 0},
     {"callback_reply", 2, callback_reply_nif, 0},
     {"submit_nested", 3, callback_submit_nested_nif, 0},
+    {"submit_nested", 4, callback_submit_nested_nif, 0},
     {"info", 0, info_nif, 0},
     {"loop_attach", 1, loop_attach_nif, 0},
     {"loop_select", 1, loop_select_nif, 0},

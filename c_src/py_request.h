@@ -30,6 +30,9 @@ typedef struct request {
     ErlNifEnv *env;       /* owns the payload, and the result until it is taken or sent */
     ERL_NIF_TERM payload;
     ErlNifPid caller;
+    /* The caller's group leader, where Python's output for it goes (docs/output.md). */
+    ErlNifPid group_leader;
+    bool has_group_leader;
     ErlNifMonitor monitor;
     bool monitored;
     /* Set (release) when the request holds something for the caller to take; poll reads

@@ -54,6 +54,8 @@ static struct {
 } pool;
 
 static _Thread_local thread_ctx_t *tls_ctx = NULL;
+/* Python's sys.stdout or sys.stderr keeps a partial line of this thread's (_output.py). */
+static _Thread_local bool tls_partial_output = false;
 
 bool
 worker_init_resources(ErlNifEnv *env)
@@ -497,6 +499,33 @@ run_payload(request_t *req)
 }
 
 void
+worker_note_partial_output(void)
+{
+    tls_partial_output = true;
+}
+
+/* Sends the partial lines the call left in sys.stdout and sys.stderr to its caller's group
+ * leader, before its result (docs/output.md). GIL held; whatever it raises is dropped. */
+static void
+flush_partial_output(void)
+{
+    static PyObject *flush = NULL; /* GIL held: set once */
+    PyObject *type, *value, *tb, *done;
+
+    tls_partial_output = false;
+    PyErr_Fetch(&type, &value, &tb);
+    if (flush == NULL) {
+        PyObject *module = PyImport_ImportModule("_erlang_impl._output");
+        flush = module == NULL ? NULL : PyObject_GetAttrString(module, "flush_thread");
+        Py_XDECREF(module);
+    }
+    done = flush == NULL ? NULL : PyObject_CallNoArgs(flush);
+    Py_XDECREF(done);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+void
 worker_execute(thread_ctx_t *ctx, request_t *req)
 {
     request_t *outer = ctx->current;
@@ -508,6 +537,9 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     }
     ctx->current = req;
     result = run_payload(req);
+    if (tls_partial_output) {
+        flush_partial_output();
+    }
     ctx->current = outer;
     /* The interpreter thread raises in RUNNING requests only while it holds the GIL, and
      * we hold it from here on: after request_finish no interrupt can be aimed at this

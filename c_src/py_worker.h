@@ -54,6 +54,10 @@ void worker_spin_while_zero(atomic_int *value, long max_ns, bool yield);
 thread_ctx_t *worker_thread_ctx(void);
 void worker_set_thread_ctx(thread_ctx_t *ctx);
 
+/* erlang._note_partial_output(): this thread's sys.stdout or sys.stderr holds a partial
+ * line, to send when its current call ends. */
+void worker_note_partial_output(void);
+
 /* Runs req on this thread and hands its result to the caller (request_finish). GIL held.
  * Consumes the queue's reference to req. */
 void worker_execute(thread_ctx_t *ctx, request_t *req);

@@ -14,15 +14,9 @@ start(_Type, _Args) ->
                     %% ask the kernel for one (signal.alarm, setitimer): let
                     %% erl_signal_server receive it instead.
                     ok = os:set_signal(sigalrm, handle),
-                    case set_python_path() of
-                        ok ->
-                            case set_subprocess_mode() of
-                                ok -> erlang_python_sup:start_link();
-                                {error, _} = Error -> Error
-                            end;
-                        {error, _} = Error ->
-                            Error
-                    end;
+                    start_steps([fun check_output_env/0, fun set_python_path/0,
+                                 fun set_subprocess_mode/0, fun erlang_python_sup:start_link/0,
+                                 fun install_output/0]);
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}
             end;
@@ -33,6 +27,49 @@ start(_Type, _Args) ->
 -spec stop(term()) -> ok.
 stop(_State) ->
     ok.
+
+%% Runs each step while they succeed; the supervisor's pid is the result.
+-spec start_steps([fun(() -> ok | {ok, pid()} | {error, term()})]) ->
+    {ok, pid()} | {error, term()}.
+start_steps(Steps) ->
+    start_steps(Steps, undefined).
+
+start_steps([], Sup) ->
+    {ok, Sup};
+start_steps([Step | Rest], Sup) ->
+    case Step() of
+        ok -> start_steps(Rest, Sup);
+        {ok, Pid} -> start_steps(Rest, Pid);
+        {error, _} = Error -> stop_supervisor(Sup), Error
+    end.
+
+stop_supervisor(undefined) ->
+    ok;
+stop_supervisor(Sup) ->
+    unlink(Sup),
+    exit(Sup, shutdown).
+
+%% The app envs `default_output' (logger | stdout) and `stderr' (group_leader | logger),
+%% read by py_output.
+-spec check_output_env() -> ok | {error, term()}.
+check_output_env() ->
+    case {application:get_env(erlang_python, default_output, logger),
+          application:get_env(erlang_python, stderr, group_leader)} of
+        {Default, _} when Default =/= logger, Default =/= stdout ->
+            {error, {bad_env, default_output, Default}};
+        {_, Stderr} when Stderr =/= group_leader, Stderr =/= logger ->
+            {error, {bad_env, stderr, Stderr}};
+        _ ->
+            ok
+    end.
+
+%% Python's sys.stdout, sys.stderr and sys.stdin become Erlang's (docs/output.md).
+-spec install_output() -> ok | {error, term()}.
+install_output() ->
+    case py:call('_erlang_impl._output', install, []) of
+        {ok, none} -> ok;
+        {error, Reason} -> {error, {output_install_failed, Reason}}
+    end.
 
 %% The app env `python_path': directories put at the front of sys.path, in order (the
 %% first ends up first), each a path or {priv, App, SubDir}.

@@ -1,5 +1,6 @@
 %% @private The function registry, the dispatcher of callbacks from Python threads that
-%% run no py:call, the starter of event loop drivers (py_event_loop), the log of the pool's events, the port programs kept for reuse, and the
+%% run no py:call, the starter of event loop drivers (py_event_loop), the writer of Python's
+%% output (py_output), the log of the pool's events, the port programs kept for reuse, and the
 %% supervisor of long-running OS commands (port helpers).
 -module(erlang_python_sup).
 -behaviour(supervisor).
@@ -16,6 +17,7 @@ init([]) ->
         #{id => py_function_registry, start => {py_function_registry, start_link, []}},
         #{id => py_callback_dispatcher, start => {py_callback_dispatcher, start_link, []}},
         #{id => py_event_loop, start => {py_event_loop, start_link, []}},
+        #{id => py_output, start => {py_output, start_link, []}},
         #{id => py_pool_events, start => {py_pool_events, start_link, []}},
         #{id => py_exec_pool, start => {py_exec_pool, start_link, []}},
         #{id => py_port_worker_sup, start => {py_port_worker_sup, start_link, []},

@@ -241,11 +241,11 @@ request(Kind, Payload, Timeout) ->
 submit(Kind, Payload) ->
     case py_callback:waiter() of
         undefined ->
-            py_nif:submit(Kind, Payload);
+            py_nif:submit(Kind, Payload, group_leader());
         Waiter ->
-            case py_nif:submit_nested(Waiter, Kind, Payload) of
+            case py_nif:submit_nested(Waiter, Kind, Payload, group_leader()) of
                 {ok, _, _} = Submitted -> Submitted;
-                {error, closed} -> py_nif:submit(Kind, Payload)
+                {error, closed} -> py_nif:submit(Kind, Payload, group_leader())
             end
     end.
 

@@ -3,8 +3,8 @@
 -module(py_nif).
 
 -export([priv_dir/0]).
--export([start/1, submit/2, poll/1, arm/2, disarm/1, cancel/1, demonitor/1]).
--export([callback_reply/2, submit_nested/3, info/0]).
+-export([start/1, submit/2, submit/3, poll/1, arm/2, disarm/1, cancel/1, demonitor/1]).
+-export([callback_reply/2, submit_nested/3, submit_nested/4, info/0]).
 -export([loop_attach/1, loop_select/1, loop_ready/1, loop_timer/2, loop_post/5, loop_reply/3,
          loop_stop/1]).
 
@@ -48,6 +48,11 @@ start(_Options) ->
 submit(_Kind, _Payload) ->
     erlang:nif_error(not_loaded).
 
+%% @doc submit/2, with the group leader Python's output for this call goes to.
+-spec submit(kind(), term(), pid()) -> {ok, request(), non_neg_integer()} | {error, not_started}.
+submit(_Kind, _Payload, _GroupLeader) ->
+    erlang:nif_error(not_loaded).
+
 %% @doc What the request holds for its caller: nothing yet (`pending'), something too
 %% large to copy here (`ready': arm/2 sends it), a callback to run, or the result.
 -spec poll(request()) -> pending | ready | callback() | result().
@@ -88,6 +93,12 @@ callback_reply(_Waiter, _Reply) ->
 -spec submit_nested(waiter(), kind(), term()) ->
     {ok, request(), non_neg_integer()} | {error, closed}.
 submit_nested(_Waiter, _Kind, _Payload) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc submit_nested/3, with the group leader Python's output for this call goes to.
+-spec submit_nested(waiter(), kind(), term(), pid()) ->
+    {ok, request(), non_neg_integer()} | {error, closed}.
+submit_nested(_Waiter, _Kind, _Payload, _GroupLeader) ->
     erlang:nif_error(not_loaded).
 
 %% @doc The interpreter and the pool: see py:info/0.

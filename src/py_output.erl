@@ -1,0 +1,66 @@
+%% @private Writes Python's sys.stdout and sys.stderr where Erlang output goes
+%% (docs/output.md): text that Python code wrote for a call goes to the group leader of the
+%% calling process, as io:put_chars would; text written for no call (a thread Python
+%% started) goes to the application env `default_output': `logger' (default) or `stdout'.
+%% With the env `stderr' at `logger', sys.stderr goes to the logger whatever the caller.
+%%
+%% Python sends `{Stream, GroupLeader | undefined, Text}': the group leader of the caller,
+%% which py:call passed with the request (a caller that has exited by now still gets it). Requests to group leaders are sent
+%% without waiting for their replies, so that a slow or dead group leader holds up nothing.
+-module(py_output).
+-behaviour(gen_server).
+
+-export([start_link/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+-spec init([]) -> {ok, #{default := logger | stdout, stderr := group_leader | logger}}.
+init([]) ->
+    {ok, #{default => application:get_env(erlang_python, default_output, logger),
+           stderr => application:get_env(erlang_python, stderr, group_leader)}}.
+
+-spec handle_call(term(), gen_server:from(), State) -> {reply, {error, unknown_call}, State}.
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), State) -> {noreply, State}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), State) -> {noreply, State} when State :: map().
+handle_info({Stream, Leader, Text}, State) when (Stream =:= stdout orelse Stream =:= stderr),
+                                                (is_pid(Leader) orelse Leader =:= undefined),
+                                                is_binary(Text) ->
+    write(target(Stream, Leader, State), Stream, Text),
+    {noreply, State};
+handle_info(_Other, State) ->
+    %% io_reply messages of the group leaders, among others.
+    {noreply, State}.
+
+-spec target(stdout | stderr, pid() | undefined, map()) -> {io, pid()} | logger | nowhere.
+target(stderr, _Leader, #{stderr := logger}) ->
+    logger;
+target(_Stream, Leader, _State) when is_pid(Leader) ->
+    {io, Leader};
+target(_Stream, undefined, #{default := logger}) ->
+    logger;
+target(_Stream, undefined, #{default := stdout}) ->
+    case whereis(user) of
+        User when is_pid(User) -> {io, User};
+        _ -> nowhere
+    end.
+
+-spec write({io, pid()} | logger | nowhere, stdout | stderr, binary()) -> ok.
+write(nowhere, _Stream, _Text) ->
+    ok;
+write({io, Leader}, _Stream, Text) ->
+    Leader ! {io_request, self(), make_ref(), {put_chars, unicode, Text}},
+    ok;
+write(logger, Stream, Text) ->
+    Level = case Stream of stdout -> notice; stderr -> warning end,
+    Line = string:trim(Text, trailing, "\n"),
+    logger:log(Level, "~ts", [Line], #{domain => [erlang_python, python, Stream],
+                                        python_stream => Stream}).

@@ -16,7 +16,7 @@ start(_Type, _Args) ->
                     ok = os:set_signal(sigalrm, handle),
                     start_steps([fun check_output_env/0, fun set_python_path/0,
                                  fun set_subprocess_mode/0, fun erlang_python_sup:start_link/0,
-                                 fun install_output/0]);
+                                 fun install_output/0, fun install_logging/0]);
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}
             end;
@@ -70,6 +70,26 @@ install_output() ->
         {ok, none} -> ok;
         {error, Reason} -> {error, {output_install_failed, Reason}}
     end.
+
+%% Python's logging into logger (app env `python_logging', default true; docs/output.md).
+-spec install_logging() -> ok | {error, term()}.
+install_logging() ->
+    case application:get_env(erlang_python, python_logging, true) of
+        true ->
+            case py:call('_erlang_impl._logging', install, [primary_level()]) of
+                {ok, none} -> ok;
+                {error, Reason} -> {error, {logging_install_failed, Reason}}
+            end;
+        false ->
+            _ = py:call('_erlang_impl._logging', uninstall, []),
+            ok;
+        Other ->
+            {error, {bad_env, python_logging, Other}}
+    end.
+
+-spec primary_level() -> logger:level() | all | none.
+primary_level() ->
+    maps:get(level, logger:get_primary_config(), notice).
 
 %% The app env `python_path': directories put at the front of sys.path, in order (the
 %% first ends up first), each a path or {priv, App, SubDir}.

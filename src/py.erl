@@ -21,7 +21,7 @@
 -export([call/3, call/4, call/5]).
 -export([eval/1, eval/2, eval/3]).
 -export([exec/1, exec/2]).
--export([version/0, executable/0, sys_path/0, add_path/1, info/0]).
+-export([version/0, executable/0, sys_path/0, add_path/1, sync_log_level/0, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
 -define(DEFAULT_TIMEOUT, 30000).
@@ -172,6 +172,17 @@ directory(Entry, Path) ->
             {error, {badarg, {path, Entry}}}
     catch
         error:_ -> {error, {badarg, {path, Entry}}}
+    end.
+
+%% @doc Sets Python's root logger to the level `logger''s primary level lets through, so
+%% that records Erlang would drop are not even formatted. The application does it at start;
+%% call it after changing the primary level (logger:set_primary_config/2).
+-spec sync_log_level() -> ok | {error, error_reason()}.
+sync_log_level() ->
+    Level = maps:get(level, logger:get_primary_config(), notice),
+    case call('_erlang_impl._logging', set_level, [Level]) of
+        {ok, none} -> ok;
+        {error, _} = Error -> Error
     end.
 
 %% @doc The state of the worker pool, for operators:

@@ -3,6 +3,8 @@
 %% calling process, as io:put_chars would; text written for no call (a thread Python
 %% started) goes to the application env `default_output': `logger' (default) or `stdout'.
 %% With the env `stderr' at `logger', sys.stderr goes to the logger whatever the caller.
+%% Records of Python's logging come here too, `{log, Level, Message, Metadata}', and are
+%% logged (_erlang_impl._logging).
 %%
 %% Python sends `{Stream, GroupLeader | undefined, Text}': the group leader of the caller,
 %% which py:call passed with the request (a caller that has exited by now still gets it). Requests to group leaders are sent
@@ -36,6 +38,11 @@ handle_info({Stream, Leader, Text}, State) when (Stream =:= stdout orelse Stream
                                                 is_binary(Text) ->
     write(target(Stream, Leader, State), Stream, Text),
     {noreply, State};
+handle_info({log, Level, Message, Meta}, State) when is_atom(Level), is_binary(Message),
+                                                   is_map(Meta) ->
+    %% A record of Python's logging (_erlang_impl._logging).
+    logger:log(Level, "~ts", [Message], log_metadata(Meta)),
+    {noreply, State};
 handle_info(_Other, State) ->
     %% io_reply messages of the group leaders, among others.
     {noreply, State}.
@@ -62,5 +69,17 @@ write({io, Leader}, _Stream, Text) ->
 write(logger, Stream, Text) ->
     Level = case Stream of stdout -> notice; stderr -> warning end,
     Line = string:trim(Text, trailing, "\n"),
-    logger:log(Level, "~ts", [Line], #{domain => [erlang_python, python, Stream],
-                                        python_stream => Stream}).
+    %% No `domain': OTP's default handler drops events of domains other than OTP's own.
+    logger:log(Level, "~ts", [Line], #{python_stream => Stream}).
+
+%% The metadata of a Python log record, with logger's own keys where they exist.
+-spec log_metadata(map()) -> logger:metadata().
+log_metadata(Meta) ->
+    Known = [{<<"python_logger">>, python_logger}, {<<"file">>, file}, {<<"line">>, line},
+             {<<"function">>, python_function}, {<<"thread">>, python_thread},
+             {<<"traceback">>, python_traceback}],
+    maps:from_list([{Key, log_value(Key, maps:get(Name, Meta))} || {Name, Key} <- Known,
+                                                                   maps:is_key(Name, Meta)]).
+
+log_value(file, Path) when is_binary(Path) -> unicode:characters_to_list(Path);
+log_value(_Key, Value) -> Value.

@@ -13,7 +13,9 @@ all() ->
     [print_reaches_the_callers_group_leader, partial_line_comes_when_the_call_returns,
      stderr_goes_to_the_group_leader_too, lines_of_parallel_calls_stay_whole,
      large_output_arrives_whole, thread_output_goes_to_the_logger, stdin_is_at_its_end,
-     write_refuses_bytes, bad_output_env_fails_the_start].
+     write_refuses_bytes, bad_output_env_fails_the_start,
+     logging_reaches_logger_with_metadata, logging_exc_info_carries_the_traceback,
+     logging_follows_the_primary_level, logging_can_be_switched_off].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -68,7 +70,7 @@ large_output_arrives_whole(_Config) ->
 %% @doc A thread Python started has no caller: its output goes to the logger (the default of
 %% `default_output'), as a notice per line.
 thread_output_goes_to_the_logger(_Config) ->
-    ok = logger:add_handler(py_output_test, ?MODULE, #{config => #{pid => self()}}),
+    ok = logger:add_handler(py_output_test, ?MODULE, #{config => #{pid => self(), logging => false}}),
     try
         ok = py:exec(<<"import threading\n"
                        "t = threading.Thread(target=lambda: print('from a thread'))\n"
@@ -106,7 +108,91 @@ bad_output_env_fails_the_start(_Config) ->
         py_test_peer:stop(Peer)
     end.
 
+%% @doc A Python log record is a logger event: level mapped, message formatted with its
+%% arguments, the Python logger's name, file, line, function and thread in the metadata.
+logging_reaches_logger_with_metadata(_Config) ->
+    Events = with_log_handler(fun() ->
+        ok = py:exec(<<"import logging\n"
+                       "def log_it():\n"
+                       "    logging.getLogger('app.db').warning('disk %s at %d%%', 'sda', 91)\n"
+                       "    logging.getLogger('app.db').info('an info')\n"
+                       "    logging.getLogger('app').critical('down')\n"
+                       "log_it()\n">>)
+    end, 2),
+    %% The info record is below logger's default primary level (notice): dropped in Python.
+    [{warning, Warning, Meta}, {critical, <<"down">>, _}] = Events,
+    ?assertEqual(<<"disk sda at 91%">>, Warning),
+    ?assertMatch(#{python_logger := <<"app.db">>, file := "<py:exec>", line := 3,
+                   python_function := <<"log_it">>, python_thread := _}, Meta).
+
+%% @doc exc_info: the formatted traceback follows the message, and is in the metadata.
+logging_exc_info_carries_the_traceback(_Config) ->
+    [{error, Message, Meta}] = with_log_handler(fun() ->
+        ok = py:exec(<<"import logging\n"
+                       "try:\n"
+                       "    1 / 0\n"
+                       "except ZeroDivisionError:\n"
+                       "    logging.getLogger('calc').exception('it failed')\n">>)
+    end, 1),
+    ?assertMatch(<<"it failed\nTraceback (most recent call last):", _/binary>>, Message),
+    ?assertNotEqual(nomatch, binary:match(Message, <<"ZeroDivisionError: division by zero">>)),
+    ?assertMatch(#{python_traceback := <<"Traceback", _/binary>>}, Meta).
+
+%% @doc Python's root level follows logger's primary level (py:sync_log_level/0): what
+%% logger would drop, Python does not format: a record below it costs one level check.
+logging_follows_the_primary_level(_Config) ->
+    #{level := Primary} = logger:get_primary_config(),
+    try
+        ok = logger:set_primary_config(level, debug),
+        ok = py:sync_log_level(),
+        ?assertEqual({ok, 10}, py:eval(<<"__import__('logging').getLogger().level">>)),
+        [{debug, <<"seen">>, _}] = with_log_handler(fun() ->
+            ok = py:exec(<<"__import__('logging').getLogger('q').debug('seen')">>)
+        end, 1),
+        ok = logger:set_primary_config(level, error),
+        ok = py:sync_log_level(),
+        ok = py:exec(<<"import logging\n"
+                       "class Loud:\n"
+                       "    formatted = 0\n"
+                       "    def __str__(self):\n"
+                       "        Loud.formatted += 1\n"
+                       "        return 'loud'\n"
+                       "logging.getLogger('q').warning('%s', Loud())\n">>),
+        ?assertEqual({ok, 0}, py:eval(<<"Loud.formatted">>))
+    after
+        ok = logger:set_primary_config(level, Primary),
+        ok = py:sync_log_level()
+    end.
+
+%% @doc With {python_logging, false} the application puts no handler on Python's root
+%% logger; a bad value fails the start.
+logging_can_be_switched_off(_Config) ->
+    {ok, Peer, _} = py_test_peer:start(#{env => [{python_logging, false}]}),
+    try
+        ?assertEqual({ok, 0}, py_test_peer:call(Peer, py, eval,
+                                                [<<"len(__import__('logging').getLogger().handlers)">>])),
+        ok = py_test_peer:call(Peer, application, stop, [erlang_python]),
+        ok = py_test_peer:call(Peer, application, set_env, [erlang_python, python_logging, maybe]),
+        ?assertMatch({error, {{bad_env, python_logging, maybe}, _}},
+                     py_test_peer:call(Peer, application, start, [erlang_python]))
+    after
+        py_test_peer:stop(Peer)
+    end.
+
 %% Internal
+
+%% Runs F with a logger handler that collects Python's log records; returns the first N as
+%% {Level, Message, Metadata}.
+with_log_handler(F, N) ->
+    ok = logger:add_handler(py_logging_test, ?MODULE, #{config => #{pid => self(), logging => true}}),
+    try
+        F(),
+        [receive {python_log, Level, Msg, Meta} -> {Level, Msg, Meta}
+         after 5000 -> ct:fail({missing_log_event, I})
+         end || I <- lists:seq(1, N)]
+    after
+        logger:remove_handler(py_logging_test)
+    end.
 
 %% Runs F in a process whose group leader collects what is written to it; returns the text,
 %% once nothing more came for 200 ms.
@@ -139,8 +225,12 @@ wait_quiet(Owner, Acc) ->
         Owner ! {taken, unicode:characters_to_binary(lists:reverse(Acc))}
     end.
 
-%% A logger handler that sends each event of python's stdout to the test process.
-log(#{level := Level, msg := {Format, Args}, meta := #{domain := [erlang_python, python | _]}},
+%% A logger handler that sends each event of Python's logging, or of its stdout, to the test
+%% process.
+log(#{level := Level, msg := {"~ts", [Message]}, meta := #{python_logger := _} = Meta},
+    #{config := #{pid := Pid, logging := true}}) ->
+    Pid ! {python_log, Level, Message, Meta};
+log(#{level := Level, msg := {Format, Args}, meta := #{python_stream := _}},
     #{config := #{pid := Pid}}) ->
     Pid ! {logged, Level, lists:flatten(io_lib:format(Format, Args))};
 log(_Event, _Config) ->

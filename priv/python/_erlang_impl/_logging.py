@@ -8,9 +8,10 @@ disabled ``logging.debug(...)`` costs what it costs in plain Python, one level c
 Each record becomes one ``logger`` event, sent as a message to ``py_output``, which logs it
 without Python waiting: the level mapped (CRITICAL and above: critical, ERROR: error,
 WARNING: warning, INFO: info, below: debug), the message formatted with its arguments and,
-with ``exc_info``, followed by the formatted traceback; metadata: ``python_logger`` (the logger's name), ``file`` and ``line`` (logger's own
-keys), ``python_function``, ``python_thread`` (the thread's name) and, with ``exc_info``,
-``python_traceback``. No ``domain``: OTP's default handler drops other domains than OTP's.
+with ``exc_info``, followed by the formatted traceback. Metadata: ``python_logger`` (the
+logger's name), ``file`` and ``line`` (logger's own keys), ``python_function``,
+``python_thread`` (the thread's name) and, with ``exc_info``, ``python_traceback``. No
+``domain``: OTP's default handler drops other domains than OTP's.
 """
 
 from __future__ import annotations

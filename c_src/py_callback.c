@@ -421,14 +421,14 @@ callback_output_target(PyObject *module, PyObject *unused)
     ErlNifEnv *env;
     PyObject *pid;
 
-    if (ctx == NULL || ctx->current == NULL || !ctx->current->has_group_leader) {
+    if (ctx == NULL || ctx->current == NULL || ctx->current->group_leader == 0) {
         Py_RETURN_NONE;
     }
     env = enif_alloc_env();
     if (env == NULL) {
         return PyErr_NoMemory();
     }
-    pid = erlmod_wrap_term(env, enif_make_pid(env, &ctx->current->group_leader));
+    pid = erlmod_wrap_term(env, enif_make_copy(env, ctx->current->group_leader));
     enif_free_env(env);
     return pid;
 }
@@ -491,13 +491,12 @@ submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_t *req;
     request_kind_t kind;
     ERL_NIF_TERM term;
-    ErlNifPid leader;
 
     if (!enif_get_resource(env, argv[0], waiter_rtype, (void **)&w)) {
         return enif_make_badarg(env);
     }
     if (!request_kind_from_term(argv[1], &kind) ||
-        (argc == 4 && !enif_get_local_pid(env, argv[3], &leader))) {
+        (argc == 4 && !enif_is_pid(env, argv[3]))) {
         return enif_make_badarg(env);
     }
     req = request_new(env, kind, argv[2]);
@@ -505,8 +504,7 @@ submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
     if (argc == 4) {
-        req->group_leader = leader;
-        req->has_group_leader = true;
+        req->group_leader = enif_make_copy(req->env, argv[3]);
     }
     term = enif_make_resource(env, req);
     enif_mutex_lock(w->mutex);

@@ -125,7 +125,6 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_kind_t kind;
     request_t *req;
     ERL_NIF_TERM term;
-    ErlNifPid leader;
     int spin_us;
 
     if (!request_kind_from_term(argv[0], &kind)) {
@@ -134,7 +133,7 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!interp_is_running()) {
         return make_error(env, ATOMS.not_started);
     }
-    if (argc == 3 && !enif_get_local_pid(env, argv[2], &leader)) {
+    if (argc == 3 && !enif_is_pid(env, argv[2])) {
         return enif_make_badarg(env);
     }
     req = request_new(env, kind, argv[1]);
@@ -142,8 +141,7 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
     if (argc == 3) {
-        req->group_leader = leader;
-        req->has_group_leader = true;
+        req->group_leader = enif_make_copy(req->env, argv[2]);
     }
     term = enif_make_resource(env, req); /* keeps req alive through this call */
     spin_us = worker_pool_push(req);

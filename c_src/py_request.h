@@ -30,9 +30,10 @@ typedef struct request {
     ErlNifEnv *env;       /* owns the payload, and the result until it is taken or sent */
     ERL_NIF_TERM payload;
     ErlNifPid caller;
-    /* The caller's group leader, where Python's output for it goes (docs/output.md). */
-    ErlNifPid group_leader;
-    bool has_group_leader;
+    /* The caller's group leader (a pid of env, 0: none), where Python's output for it goes
+     * (docs/output.md). A term, not an ErlNifPid: it may be another node's (erpc, rpc, a
+     * remote shell). Read by the thread running the request, which owns env meanwhile. */
+    ERL_NIF_TERM group_leader;
     ErlNifMonitor monitor;
     bool monitored;
     /* Set (release) when the request holds something for the caller to take; poll reads

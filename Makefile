@@ -7,6 +7,7 @@
 #   make check-c       the CT suites against an AddressSanitizer build of the NIF
 #   make test-matrix   CT + pytest against every Python 3.9-3.13 found under pyenv
 #   make bench         bench/run.escript
+#   make docs          the API reference (rebar3 edoc): doc/index.html
 #   make clean         build output; `make distclean` also removes the venvs
 #
 #   PYTHON=/path/to/python3   the Python to build against (default: python3 on PATH); its
@@ -24,7 +25,7 @@ export PYTHON VENV REBAR3
 # site-packages (pytest, numpy...) import.
 RUN_ENV := ERLANG_PYTHON=$(VENV)/bin/python
 
-.PHONY: all deps build test demo check-c test-matrix bench clean distclean
+.PHONY: all deps build test demo check-c test-matrix bench docs clean distclean
 
 all: build
 
@@ -45,6 +46,9 @@ check-c: deps
 
 test-matrix: deps
 	@scripts/test-matrix.sh
+
+docs: build
+	$(REBAR3) edoc
 
 bench: deps build
 	@if [ -f bench/run.escript ]; then \

@@ -3,7 +3,7 @@
 # scripts/summarize.py, whose last line is `N passed, N failed`. Exits non-zero if anything
 # failed. Expects `make deps build` to have run (the Makefile sees to it).
 #
-#   scripts/test.sh                  ct (with pytest inside it), xref, dialyzer, ruff
+#   scripts/test.sh                  ct (with pytest inside it), xref, dialyzer, ruff, edoc
 #   scripts/test.sh ct               only some of them
 #   scripts/test.sh ct asan          `make check-c`: also fails on a sanitizer report in ct's output
 #
@@ -26,7 +26,7 @@ PYTEST_SUMMARY=_build/test/pytest-summary.txt   # written by test/pytest_runner.
 RUFF_DIRS=(priv/python python_tests bench test scripts)
 
 steps=("$@")
-((${#steps[@]})) || steps=(ct xref dialyzer ruff)
+((${#steps[@]})) || steps=(ct xref dialyzer ruff edoc)
 mkdir -p "$RESULTS"
 summary_args=()
 
@@ -63,6 +63,18 @@ run_ruff() {
     summary_args+=(--check "ruff=$rc")
 }
 
+# rebar3 edoc (the API reference in doc/, which the README links) must build without a
+# warning: edoc reports bad tags and references as warnings and still exits 0.
+run_edoc() {
+    local rc=0
+    banner "rebar3 edoc"
+    "$REBAR3" edoc 2>&1 | tee "$RESULTS/edoc.log" || rc=1
+    if grep -qiE 'warning|error' "$RESULTS/edoc.log"; then
+        rc=1
+    fi
+    summary_args+=(--check "edoc=$rc")
+}
+
 run_asan() {
     banner "sanitizer reports in the output of rebar3 ct"
     if grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$RESULTS/ct.log"; then
@@ -79,6 +91,7 @@ for step in "${steps[@]}"; do
         xref) run_check xref "$REBAR3" xref ;;
         dialyzer) run_check dialyzer "$REBAR3" dialyzer ;;
         ruff) run_ruff ;;
+        edoc) run_edoc ;;
         asan) run_asan ;;
         *) echo "test.sh: unknown step $step" >&2; exit 2 ;;
     esac

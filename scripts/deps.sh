@@ -2,7 +2,8 @@
 # Installs what building and testing erlang_python needs; `make deps` runs it before every
 # other target, so it is idempotent and costs well under a second once everything is there.
 #
-#   1. Debian packages: Erlang/OTP, rebar3, a C toolchain (apt-get only when one is missing).
+#   1. Debian packages: Erlang/OTP, rebar3, Elixir (for the Elixir example test), a C
+#      toolchain (apt-get only when one is missing).
 #   2. $PYTHON's headers, libpython and venv module (python3-dev python3-venv when missing).
 #   3. The test venv $VENV made from $PYTHON with python_tests/requirements.txt, rebuilt when
 #      $PYTHON's version changes, reinstalled when the requirements change (a stamp file in
@@ -15,7 +16,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 REQUIREMENTS=python_tests/requirements.txt
-DEBIAN_PACKAGES=(erlang-nox erlang-dev rebar3 erlang-common-test erlang-dialyzer erlang-proper erlang-proper-dev)
+DEBIAN_PACKAGES=(erlang-nox erlang-dev rebar3 erlang-common-test erlang-dialyzer erlang-proper erlang-proper-dev
+                 elixir)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 

@@ -3,7 +3,8 @@
 # scripts/summarize.py, whose last line is `N passed, N failed`. Exits non-zero if anything
 # failed. Expects `make deps build` to have run (the Makefile sees to it).
 #
-#   scripts/test.sh                  ct (with pytest inside it), xref, dialyzer, ruff, edoc
+#   scripts/test.sh                  ct (with pytest inside it), elixir, xref, dialyzer, ruff,
+#                                    edoc
 #   scripts/test.sh ct               only some of them
 #   scripts/test.sh ct asan          `make check-c`: also fails on a sanitizer report in ct's output
 #
@@ -26,7 +27,7 @@ PYTEST_SUMMARY=_build/test/pytest-summary.txt   # written by test/pytest_runner.
 RUFF_DIRS=(priv/python python_tests bench test scripts)
 
 steps=("$@")
-((${#steps[@]})) || steps=(ct xref dialyzer ruff edoc)
+((${#steps[@]})) || steps=(ct elixir xref dialyzer ruff edoc)
 mkdir -p "$RESULTS"
 summary_args=()
 
@@ -75,6 +76,22 @@ run_edoc() {
     summary_args+=(--check "edoc=$rc")
 }
 
+# The Elixir examples of docs/elixir.md (test/elixir/*.exs), with Debian's elixir.
+run_elixir() {
+    local rc=0 script
+    banner "elixir test/elixir/*.exs"
+    if ! command -v elixir >/dev/null; then
+        echo "elixir is not installed (make deps installs it)"
+        rc=1
+    else
+        for script in test/elixir/*.exs; do
+            ERLANG_PYTHON="$VENV/bin/python" elixir -pa _build/default/lib/erlang_python/ebin \
+                "$script" || rc=1
+        done
+    fi
+    summary_args+=(--check "elixir=$rc")
+}
+
 run_asan() {
     banner "sanitizer reports in the output of rebar3 ct"
     if grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$RESULTS/ct.log"; then
@@ -92,6 +109,7 @@ for step in "${steps[@]}"; do
         dialyzer) run_check dialyzer "$REBAR3" dialyzer ;;
         ruff) run_ruff ;;
         edoc) run_edoc ;;
+        elixir) run_elixir ;;
         asan) run_asan ;;
         *) echo "test.sh: unknown step $step" >&2; exit 2 ;;
     esac

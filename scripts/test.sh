@@ -3,8 +3,8 @@
 # scripts/summarize.py, whose last line is `N passed, N failed`. Exits non-zero if anything
 # failed. Expects `make deps build` to have run (the Makefile sees to it).
 #
-#   scripts/test.sh                  ct (with pytest inside it), elixir, xref, dialyzer, ruff,
-#                                    edoc
+#   scripts/test.sh                  ct (with pytest inside it), elixir, release, xref,
+#                                    dialyzer, ruff, edoc
 #   scripts/test.sh ct               only some of them
 #   scripts/test.sh ct asan          `make check-c`: also fails on a sanitizer report in ct's output
 #
@@ -27,7 +27,7 @@ PYTEST_SUMMARY=_build/test/pytest-summary.txt   # written by test/pytest_runner.
 RUFF_DIRS=(priv/python python_tests bench test scripts)
 
 steps=("$@")
-((${#steps[@]})) || steps=(ct elixir xref dialyzer ruff edoc)
+((${#steps[@]})) || steps=(ct elixir release xref dialyzer ruff edoc)
 mkdir -p "$RESULTS"
 summary_args=()
 
@@ -110,6 +110,7 @@ for step in "${steps[@]}"; do
         ruff) run_ruff ;;
         edoc) run_edoc ;;
         elixir) run_elixir ;;
+        release) run_check release env VENV="$VENV" REBAR3="$REBAR3" "$SCRIPTS/release_test.sh" ;;
         asan) run_asan ;;
         *) echo "test.sh: unknown step $step" >&2; exit 2 ;;
     esac

@@ -146,7 +146,21 @@ interpreter_options() ->
             Options = Base#{workers => Workers, atom_limit => AtomLimit,
                             give_up_after => GiveUpAfter, max_given_up => MaxGivenUp},
             case python_executable() of
-                undefined -> {ok, Options};
+                undefined -> with_venv(Options, maps:get(default_python, py_nif:info()));
+                {ok, Python} -> with_venv(Options#{python => Python}, Python);
+                {error, _} = Error -> Error
+            end
+    end.
+
+%% The app env `venv': the interpreter runs from that venv, made by Base when missing, its
+%% requirements installed once (py_venv).
+-spec with_venv(map(), binary()) -> {ok, map()} | {error, term()}.
+with_venv(Options, Base) ->
+    case application:get_env(erlang_python, venv, undefined) of
+        undefined ->
+            {ok, Options};
+        Venv ->
+            case py_venv:ensure(Venv, Base) of
                 {ok, Python} -> {ok, Options#{python => Python}};
                 {error, _} = Error -> Error
             end

@@ -172,13 +172,14 @@ run_all() ->
     SubmitCost = submit_cost(),
     LoadCost = load_cost(),
     AsyncioCost = asyncio_cost(),
+    LoggingCost = sub_bench("logging.escript"),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
       sandbox_cost => SandboxCost, ports_cost => PortsCost,
       cancel_recovery => CancelRecovery, submit_cost => SubmitCost, load_cost => LoadCost,
-      asyncio_cost => AsyncioCost, foreign => Foreign}.
+      asyncio_cost => AsyncioCost, logging_cost => LoggingCost, foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -650,6 +651,13 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(asyncio_cost, R) of
          {ok, AsyncioTable} -> AsyncioTable;
          {error, Why6} -> ["(not measured: ", Why6, ")\n"]
+     end,
+     "\n## A disabled logging.debug (issue 10)\n\n",
+     "Target: what it costs in plain Python. bench/logging.escript, in a VM of its own, runs\n"
+     "bench/logging_cost.py embedded and in a plain python3. docs/output.md, \"logging\".\n\n",
+     case maps:get(logging_cost, R) of
+         {ok, LoggingTable} -> LoggingTable;
+         {error, Why7} -> ["(not measured: ", Why7, ")\n"]
      end
     ].
 

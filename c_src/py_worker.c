@@ -27,11 +27,14 @@
 #else
 #define WORKER_STACK_BYTES (64u * 1024u * 1024u)
 #endif
-#define WORKER_SPIN_NS 10000L
-/* A request that comes within this long of a worker going idle counts as back to back. It
- * is ten times the spin: a caller that slept through its last answer (no worker was awake
- * to spin for) needs a scheduler wake-up and its next submit before it can make the next
- * call, tens of microseconds, and must still count, or spinning would never start again. */
+/* Longer than a caller's wake-up (30-50 us on a virtual machine): with a 10 us spin, a
+ * caller that once slept through its answer woke after the spin had ended, slept through the
+ * next answer too, and back-to-back calls stayed at 35-49 us instead of 2-7 for good. */
+#define WORKER_SPIN_NS 50000L
+/* A request that comes within this long of a worker going idle counts as back to back: a
+ * caller that slept through its last answer needs a scheduler wake-up and its next submit
+ * before it can make the next call, tens of microseconds, and must still count, or spinning
+ * would never start again. */
 #define BACK_TO_BACK_NS 100000L
 /* Workers spin while any of the last 8 requests came back to back. */
 #define SPIN_HISTORY_MASK 0xffu

@@ -51,15 +51,6 @@ ms_between(const struct timespec *from, const struct timespec *to)
     return (to->tv_sec - from->tv_sec) * 1000L + (to->tv_nsec - from->tv_nsec) / 1000000L;
 }
 
-static long long
-monotonic_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
 /* Whether CallCancelled was not raised in req's thread for CANCEL_REPEAT_MS (or ever). */
 static bool
 raise_is_due(request_t *req)

@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *
@@ -20,6 +21,16 @@ Py_NewRef(PyObject *obj)
     return obj;
 }
 #endif
+
+/* CLOCK_MONOTONIC in nanoseconds: deadlines and intervals of the C side. */
+static inline long long
+monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
 
 /* Atoms used by more than one file, made once at load. Atoms are global in
  * the VM, so these terms are valid in every environment. */

@@ -26,6 +26,17 @@ fetch_exception(PyObject **type, PyObject **value, PyObject **tb)
 #endif
 }
 
+PyObject *
+error_take_exception(void)
+{
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+
+    fetch_exception(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 static ERL_NIF_TERM
 str_term(ErlNifEnv *env, PyObject *obj, const char *fallback)
 {

@@ -11,6 +11,10 @@
  * formatted traceback, both binaries. Never fails, never prints. GIL held. */
 ERL_NIF_TERM error_from_python(ErlNifEnv *env);
 
+/* Takes the current Python exception as a new reference to the exception object, normalised,
+ * its traceback attached; NULL if none is set. GIL held. */
+PyObject *error_take_exception(void);
+
 /* Makes the atoms of every builtin exception class name. GIL held. */
 void error_init_atoms(ErlNifEnv *env);
 

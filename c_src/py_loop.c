@@ -13,6 +13,7 @@
 #include "py_cancel.h"
 #include "py_convert.h"
 #include "py_erlang_module.h"
+#include "py_error.h"
 #include "py_request.h"
 #include "py_worker.h"
 
@@ -129,15 +130,6 @@ loop_init_resources(ErlNifEnv *env)
     loop_rtype = enif_open_resource_type_x(env, "py_loop", &init, ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER,
                                            NULL);
     return loop_rtype != NULL;
-}
-
-static long long
-monotonic_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
 static struct timespec
@@ -438,15 +430,7 @@ event_to_python(loop_event_t *event)
     }
     ok = value != NULL;
     if (!ok) {
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(exc, tb);
-        }
-        value = exc;
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
+        value = error_take_exception();
     }
     if (value != NULL) {
         result = Py_BuildValue("(iOOO)", (int)event->kind, id, ok ? Py_True : Py_False, value);
@@ -566,6 +550,26 @@ core_wakeup(LoopCoreObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* obj as a term of a new env, for a message to the open loop's driver; false with the
+ * exception set otherwise. */
+static bool
+term_for_driver(LoopCoreObject *self, PyObject *obj, ErlNifEnv **env, ERL_NIF_TERM *term)
+{
+    if (!loop_is_open(self)) {
+        return false;
+    }
+    *env = enif_alloc_env();
+    if (*env == NULL) {
+        PyErr_NoMemory();
+        return false;
+    }
+    if (!conv_to_term(*env, obj, term)) {
+        enif_free_env(*env);
+        return false;
+    }
+    return true;
+}
+
 /* send(term): {py_loop_msg, Term} to the driver. */
 static PyObject *
 core_send(LoopCoreObject *self, PyObject *obj)
@@ -574,15 +578,7 @@ core_send(LoopCoreObject *self, PyObject *obj)
     ERL_NIF_TERM term;
     bool sent;
 
-    if (!loop_is_open(self)) {
-        return NULL;
-    }
-    msg_env = enif_alloc_env();
-    if (msg_env == NULL) {
-        return PyErr_NoMemory();
-    }
-    if (!conv_to_term(msg_env, obj, &term)) {
-        enif_free_env(msg_env);
+    if (!term_for_driver(self, obj, &msg_env, &term)) {
         return NULL;
     }
     sent = send_to_driver(self->loop, msg_env, atom_py_loop_msg, term);
@@ -606,15 +602,7 @@ core_request(LoopCoreObject *self, PyObject *obj)
     PyObject *result;
     bool sent;
 
-    if (!loop_is_open(self)) {
-        return NULL;
-    }
-    msg_env = enif_alloc_env();
-    if (msg_env == NULL) {
-        return PyErr_NoMemory();
-    }
-    if (!conv_to_term(msg_env, obj, &term)) {
-        enif_free_env(msg_env);
+    if (!term_for_driver(self, obj, &msg_env, &term)) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS

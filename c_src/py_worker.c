@@ -75,19 +75,10 @@ worker_init_resources(ErlNifEnv *env)
 /* ------------------------------------------------------------------------ */
 /* The queue */
 
-static long long
-now_ns(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
 int
 worker_pool_push(request_t *req)
 {
-    long long now = now_ns();
+    long long now = monotonic_ns();
     bool hot;
 
     enif_keep_resource(req);
@@ -142,7 +133,7 @@ worker_spin_while_zero(atomic_int *value, long max_ns, bool yield)
 static void
 spin_for_work(void)
 {
-    long long start = now_ns();
+    long long start = monotonic_ns();
     int expected = 0;
 
     atomic_store(&pool.idle_since_ns, start);

@@ -76,9 +76,14 @@ install_output() ->
 install_logging() ->
     case application:get_env(erlang_python, python_logging, true) of
         true ->
-            case py:call('_erlang_impl._logging', install, [primary_level()]) of
-                {ok, none} -> ok;
-                {error, Reason} -> {error, {logging_install_failed, Reason}}
+            case py:call('_erlang_impl._logging', install, []) of
+                {ok, none} ->
+                    case py:sync_log_level() of
+                        ok -> ok;
+                        {error, Reason} -> {error, {logging_install_failed, Reason}}
+                    end;
+                {error, Reason} ->
+                    {error, {logging_install_failed, Reason}}
             end;
         false ->
             _ = py:call('_erlang_impl._logging', uninstall, []),
@@ -86,10 +91,6 @@ install_logging() ->
         Other ->
             {error, {bad_env, python_logging, Other}}
     end.
-
--spec primary_level() -> logger:level() | all | none.
-primary_level() ->
-    maps:get(level, logger:get_primary_config(), notice).
 
 %% The app env `python_path': directories put at the front of sys.path, in order (the
 %% first ends up first), each a path or {priv, App, SubDir}.

@@ -79,15 +79,11 @@ class ErlangHandler(logging.Handler):
             self.handleError(record)
 
 
-def install(primary_level: str) -> None:
-    """Puts one ErlangHandler on the root logger, whose level becomes what logger's primary
-    level ``primary_level`` lets through."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, ErlangHandler):
-            root.removeHandler(handler)
-    root.addHandler(ErlangHandler())
-    set_level(primary_level)
+def install() -> None:
+    """Puts one ErlangHandler on the root logger (the application then sets the root level
+    with ``set_level``, through ``py:sync_log_level/0``)."""
+    uninstall()
+    logging.getLogger().addHandler(ErlangHandler())
 
 
 def set_level(primary_level: str) -> None:

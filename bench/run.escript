@@ -173,13 +173,15 @@ run_all() ->
     LoadCost = load_cost(),
     AsyncioCost = asyncio_cost(),
     LoggingCost = sub_bench("logging.escript"),
+    ObjectsCost = sub_bench("objects.escript"),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
       attr => Attr, send => Send, nested => Nested, file_loop => FileLoop,
       sandbox_cost => SandboxCost, ports_cost => PortsCost,
       cancel_recovery => CancelRecovery, submit_cost => SubmitCost, load_cost => LoadCost,
-      asyncio_cost => AsyncioCost, logging_cost => LoggingCost, foreign => Foreign}.
+      asyncio_cost => AsyncioCost, logging_cost => LoggingCost, objects_cost => ObjectsCost,
+      foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
 measure(N, F) ->
@@ -658,6 +660,13 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(logging_cost, R) of
          {ok, LoggingTable} -> LoggingTable;
          {error, Why7} -> ["(not measured: ", Why7, ")\n"]
+     end,
+     "\n## Objects, streams, asynchronous calls (issue 11)\n\n",
+     "Target: a method call on a handle within 1.2x of a py:call of a module function.\n"
+     "bench/objects.escript, in a VM of its own. docs/objects.md and docs/streams.md.\n\n",
+     case maps:get(objects_cost, R) of
+         {ok, ObjectsTable} -> ObjectsTable;
+         {error, Why8} -> ["(not measured: ", Why8, ")\n"]
      end
     ].
 

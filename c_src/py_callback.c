@@ -241,7 +241,7 @@ callback_call(PyObject *module, PyObject *args)
     ERL_NIF_TERM name, list, waiter_term;
     ErlNifPid server;
     PyObject *result = NULL;
-    bool own_ctx = false, cancelled = false;
+    bool own_ctx = false, cancelled = false, detached;
 
     if (PyTuple_GET_SIZE(args) < 1 || !PyUnicode_Check(PyTuple_GET_ITEM(args, 0))) {
         PyErr_SetString(PyExc_TypeError, "erlang.call(name, *args): name must be a str");
@@ -254,7 +254,10 @@ callback_call(PyObject *module, PyObject *args)
         own_ctx = true;
     }
     req = ctx->current;
-    if (req == NULL && !enif_whereis_pid(NULL, atom_dispatcher, &server)) {
+    /* Nobody waits in py:call for a detached request (py:async_call, py:cast, a stream):
+     * its callbacks go to the dispatcher too. */
+    detached = req == NULL || (req->flags & REQ_DETACHED) != 0;
+    if (detached && !enif_whereis_pid(NULL, atom_dispatcher, &server)) {
         PyErr_SetString(erlmod_exception("Error"),
                         "erlang.call needs the erlang_python application to be running");
         goto done;
@@ -269,7 +272,7 @@ callback_call(PyObject *module, PyObject *args)
         goto done;
     }
     waiter_term = enif_make_resource(msg_env, w);
-    if (req != NULL) {
+    if (!detached) {
         /* To the process whose call this runs for, which polls or sleeps for it. Its
          * death cancels the request, which wakes us. */
         ErlNifEnv *posted = msg_env;
@@ -281,12 +284,20 @@ callback_call(PyObject *module, PyObject *args)
             goto done;
         }
     } else {
-        /* A thread that serves no request: to the dispatcher, watched, since nothing
-         * else would wake us if it died. */
+        /* To the dispatcher, watched, since nothing else would wake us if it died. */
         ERL_NIF_TERM msg = enif_make_tuple5(msg_env, ATOMS.py_callback, ATOMS.undefined,
                                             waiter_term, name, list);
+        if (req != NULL && !request_set_waiter(req, w)) {
+            req = NULL; /* no request_end_callback: the waiter was never set */
+            PyErr_SetString(erlmod_exception("CallCancelled"),
+                            "the py:call this code runs for was cancelled");
+            goto done;
+        }
         w->monitored = enif_monitor_process(NULL, w, &server, &w->monitor) == 0;
         if (!w->monitored || !enif_send(NULL, &server, msg_env, msg)) {
+            if (req != NULL) {
+                (void)request_end_callback(req);
+            }
             PyErr_SetString(erlmod_exception("Error"),
                             "the Erlang process that would run the callback is not alive");
             goto done;
@@ -477,7 +488,7 @@ static ERL_NIF_TERM submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_N
 ERL_NIF_TERM
 callback_submit_nested_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    if (argc == 3 && request_payload_is_large(env, argv[2])) {
+    if (request_payload_is_large(env, argv[2])) {
         return enif_schedule_nif(env, "submit_nested", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  submit_nested_copy_nif, argc, argv);
     }
@@ -495,16 +506,18 @@ submit_nested_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!enif_get_resource(env, argv[0], waiter_rtype, (void **)&w)) {
         return enif_make_badarg(env);
     }
-    if (!request_kind_from_term(argv[1], &kind) ||
-        (argc == 4 && !enif_is_pid(env, argv[3]))) {
+    if (!request_kind_from_term(argv[1], &kind)) {
         return enif_make_badarg(env);
     }
     req = request_new(env, kind, argv[2]);
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
-    if (argc == 4) {
-        req->group_leader = enif_make_copy(req->env, argv[3]);
+    /* Flags that detach a request do not apply here: the fun that makes it waits. */
+    if (!request_set_options(env, req, argc, argv, 3) ||
+        (req->flags & (REQ_DETACHED | REQ_DISCARD)) != 0) {
+        enif_release_resource(req);
+        return enif_make_badarg(env);
     }
     term = enif_make_resource(env, req);
     enif_mutex_lock(w->mutex);

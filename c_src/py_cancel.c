@@ -11,6 +11,7 @@ static struct {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
     request_t *head;
+    request_t *deadlines; /* requests with a deadline, linked through deadline_next */
     cancel_options_t options;
 } watch = {
     .mutex = PTHREAD_MUTEX_INITIALIZER,
@@ -80,6 +81,86 @@ cancel_watch(request_t *req)
         pthread_cond_signal(&watch.cond);
     }
     pthread_mutex_unlock(&watch.mutex);
+}
+
+void
+cancel_at_deadline(request_t *req)
+{
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch.mutex);
+    if (!req->deadline_linked) {
+        enif_keep_resource(req);
+        req->deadline_linked = true;
+        req->deadline_prev = NULL;
+        req->deadline_next = watch.deadlines;
+        if (watch.deadlines != NULL) {
+            watch.deadlines->deadline_prev = req;
+        }
+        watch.deadlines = req;
+        pthread_cond_signal(&watch.cond);
+    }
+    pthread_mutex_unlock(&watch.mutex);
+}
+
+/* Watch lock held. */
+static void
+unlink_deadline_locked(request_t *req)
+{
+    if (req->deadline_prev != NULL) {
+        req->deadline_prev->deadline_next = req->deadline_next;
+    } else {
+        watch.deadlines = req->deadline_next;
+    }
+    if (req->deadline_next != NULL) {
+        req->deadline_next->deadline_prev = req->deadline_prev;
+    }
+    req->deadline_prev = req->deadline_next = NULL;
+    req->deadline_linked = false;
+}
+
+void
+cancel_forget_deadline(request_t *req)
+{
+    bool linked;
+
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch.mutex);
+    linked = req->deadline_linked;
+    if (linked) {
+        unlink_deadline_locked(req);
+    }
+    pthread_mutex_unlock(&watch.mutex);
+    if (linked) {
+        enif_release_resource(req);
+    }
+}
+
+/* Watch lock held: moves the requests past their deadline into expired (their references
+ * with them), and returns how many; *next_ns is the earliest deadline left (0: none). */
+static int
+take_expired_deadlines(request_t **expired, int max, long long *next_ns)
+{
+    long long now = monotonic_ns();
+    int n = 0;
+
+    *next_ns = 0;
+    for (request_t *req = watch.deadlines, *next; req != NULL; req = next) {
+        next = req->deadline_next;
+        if (req->deadline_ns <= now && n < max) {
+            unlink_deadline_locked(req);
+            expired[n++] = req;
+        } else if (*next_ns == 0 || req->deadline_ns < *next_ns) {
+            *next_ns = req->deadline_ns;
+        }
+    }
+    return n;
+}
+
+static void
+timespec_at_ns(struct timespec *out, long long ns)
+{
+    out->tv_sec = ns / 1000000000LL;
+    out->tv_nsec = ns % 1000000000LL;
 }
 
 /* What a request runs, for the log: {Module, Function} of a call, else eval or exec. The
@@ -185,20 +266,31 @@ cancel_serve(PyThreadState *tstate)
     pthread_once(&watch_once, watch_init);
     for (;;) {
         int n;
+        long long next_deadline_ns;
+        struct timespec until;
 
         pthread_mutex_lock(&watch.mutex);
-        while (watch.head == NULL) {
+        while (watch.head == NULL && watch.deadlines == NULL) {
             pthread_cond_wait(&watch.cond, &watch.mutex);
         }
-        n = round_over_watch(due, MAX_DUE);
-        if (n == 0) {
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += CANCEL_REPEAT_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
+        n = take_expired_deadlines(due, MAX_DUE, &next_deadline_ns);
+        if (n > 0) {
+            /* Cancelled without the watch lock: a running one is watched (cancel_watch). */
+            pthread_mutex_unlock(&watch.mutex);
+            for (int i = 0; i < n; i++) {
+                request_expire(due[i]);
+                enif_release_resource(due[i]);
             }
+            continue;
+        }
+        n = watch.head == NULL ? 0 : round_over_watch(due, MAX_DUE);
+        if (n == 0) {
+            long long wake_ns = watch.head == NULL ? next_deadline_ns
+                                                   : monotonic_ns() + CANCEL_REPEAT_MS * 1000000LL;
+            if (next_deadline_ns != 0 && next_deadline_ns < wake_ns) {
+                wake_ns = next_deadline_ns;
+            }
+            timespec_at_ns(&until, wake_ns);
             (void)pthread_cond_timedwait(&watch.cond, &watch.mutex, &until);
             pthread_mutex_unlock(&watch.mutex);
             continue;

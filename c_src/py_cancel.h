@@ -38,6 +38,13 @@ void cancel_watch(request_t *req);
  * up). */
 void cancel_raised(request_t *req);
 
+/* Cancels req at req->deadline_ns (monotonic ns) unless it is done before: its own
+ * timeout, for a request nobody waits on in `receive' (py:async_call). Takes a reference. */
+void cancel_at_deadline(request_t *req);
+
+/* req is done: its deadline no longer matters. */
+void cancel_forget_deadline(request_t *req);
+
 /* The interpreter thread's loop, with tstate its thread state (GIL not held). Never
  * returns. */
 void cancel_serve(PyThreadState *tstate);

@@ -1,6 +1,8 @@
 /* Term <-> object conversion; the table it implements is docs/type-conversion.md. */
 #include "py_convert.h"
 
+#include "py_object.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -273,6 +275,10 @@ tuple_to_py(ErlNifEnv *env, ERL_NIF_TERM term, int depth)
     ErlNifBinary bin;
 
     enif_get_tuple(env, term, &arity, &elems);
+    /* A handle is its object (py_object.h). */
+    if (arity == 2 && object_is_handle(env, term)) {
+        return object_from_handle(env, term);
+    }
     /* {bytes, Binary} is how Erlang asks for a Python bytes object. */
     if (arity == 2 && elems[0] == ATOMS.bytes && enif_inspect_binary(env, elems[1], &bin)) {
         return PyBytes_FromStringAndSize((const char *)bin.data, (Py_ssize_t)bin.size);

@@ -1,5 +1,7 @@
 #include "py_interp.h"
 
+#include "py_object.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -177,7 +179,8 @@ interp_main(void *arg)
         tstate = PyEval_SaveThread();
     }
     if (ok) {
-        ok = worker_pool_start(interp.options.workers, interp.error, sizeof(interp.error));
+        ok = worker_pool_start(interp.options.workers, interp.error, sizeof(interp.error)) &&
+             object_start_releaser(interp.error, sizeof(interp.error));
     }
     enif_mutex_lock(interp.mutex);
     interp.init_done = true;

@@ -14,7 +14,9 @@
 #include "py_convert.h"
 #include "py_interp.h"
 #include "py_loop.h"
+#include "py_object.h"
 #include "py_request.h"
+#include "py_stream.h"
 #include "py_worker.h"
 
 py_atoms_t ATOMS;
@@ -133,15 +135,27 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!interp_is_running()) {
         return make_error(env, ATOMS.not_started);
     }
-    if (argc == 3 && !enif_is_pid(env, argv[2])) {
-        return enif_make_badarg(env);
-    }
     req = request_new(env, kind, argv[1]);
     if (req == NULL) {
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
-    if (argc == 3) {
-        req->group_leader = enif_make_copy(req->env, argv[2]);
+    if (!request_set_options(env, req, argc, argv, 2)) {
+        enif_release_resource(req);
+        return enif_make_badarg(env);
+    }
+    if ((req->flags & REQ_DETACHED) != 0 && (req->flags & REQ_DISCARD) == 0) {
+        /* py:async_call: its caller may never wait, and its death must still stop it. */
+        request_monitor_now(env, req);
+    }
+    if (argc == 5) {
+        /* A deadline of its own, in ms from now (py:async_call's timeout). */
+        long timeout_ms;
+        if (!enif_get_long(env, argv[4], &timeout_ms) || timeout_ms < 0) {
+            enif_release_resource(req);
+            return enif_make_badarg(env);
+        }
+        req->deadline_ns = monotonic_ns() + timeout_ms * 1000000LL;
+        cancel_at_deadline(req);
     }
     term = enif_make_resource(env, req); /* keeps req alive through this call */
     spin_us = worker_pool_push(req);
@@ -149,7 +163,8 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return enif_make_tuple3(env, ATOMS.ok, term, enif_make_int(env, spin_us));
 }
 
-/* submit(Kind, Payload) -> {ok, Request, SpinMicros} | {error, not_started}.
+/* submit(Kind, Payload[, GroupLeader[, Flags[, TimeoutMs]]])
+ *   -> {ok, Request, SpinMicros} | {error, not_started}.
  * The caller then polls, arms and receives (py_request.h); SpinMicros is how long polling
  * pays. A large payload is copied on a dirty scheduler, so that the caller's scheduler
  * runs its other processes meanwhile. */
@@ -170,13 +185,15 @@ info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     worker_stats_t stats;
     cancel_options_t cancel;
+    long releasing, released;
     ERL_NIF_TERM keys[] = {
         enif_make_atom(env, "running"),        enif_make_atom(env, "workers"),
         enif_make_atom(env, "busy"),           enif_make_atom(env, "queued"),
         enif_make_atom(env, "given_up"),       enif_make_atom(env, "given_up_total"),
         enif_make_atom(env, "max_given_up"),   enif_make_atom(env, "give_up_after"),
         enif_make_atom(env, "atoms_created"),  enif_make_atom(env, "library"),
-        enif_make_atom(env, "default_python"),
+        enif_make_atom(env, "default_python"), enif_make_atom(env, "objects_releasing"),
+        enif_make_atom(env, "objects_released"),
     };
     ERL_NIF_TERM values[sizeof(keys) / sizeof(keys[0])];
 
@@ -193,6 +210,9 @@ info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     values[8] = enif_make_long(env, conv_atoms_created());
     values[9] = make_binary(env, PY_LIBRARY_PATH, strlen(PY_LIBRARY_PATH));
     values[10] = make_binary(env, PY_DEFAULT_EXECUTABLE, strlen(PY_DEFAULT_EXECUTABLE));
+    object_release_stats(&releasing, &released);
+    values[11] = enif_make_long(env, releasing);
+    values[12] = enif_make_long(env, released);
     ERL_NIF_TERM map;
 
     enif_make_map_from_arrays(env, keys, values, sizeof(keys) / sizeof(keys[0]), &map);
@@ -204,7 +224,8 @@ info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 static bool
 init_resources(ErlNifEnv *env)
 {
-    return worker_init_resources(env) && callback_init_resources(env) && loop_init_resources(env);
+    return worker_init_resources(env) && callback_init_resources(env) &&
+           loop_init_resources(env) && object_init_resources(env) && stream_init_resources(env);
 }
 
 static int
@@ -238,6 +259,8 @@ static ErlNifFunc nif_funcs[] = {
     {"start", 1, start_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"submit", 2, submit_nif, 0},
     {"submit", 3, submit_nif, 0},
+    {"submit", 4, submit_nif, 0},
+    {"submit", 5, submit_nif, 0},
     {"poll", 1, request_poll_nif, 0},
     {"arm", 2, request_arm_nif, 0},
     {"disarm", 1, request_disarm_nif, 0},
@@ -246,6 +269,9 @@ static ErlNifFunc nif_funcs[] = {
     {"callback_reply", 2, callback_reply_nif, 0},
     {"submit_nested", 3, callback_submit_nested_nif, 0},
     {"submit_nested", 4, callback_submit_nested_nif, 0},
+    {"submit_nested", 5, callback_submit_nested_nif, 0},
+    {"stream_active", 2, stream_active_nif, 0},
+    {"stream_cancel", 1, stream_cancel_nif, 0},
     {"info", 0, info_nif, 0},
     {"loop_attach", 1, loop_attach_nif, 0},
     {"loop_select", 1, loop_select_nif, 0},

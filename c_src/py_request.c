@@ -16,6 +16,13 @@ static ERL_NIF_TERM atom_armed;
 static ERL_NIF_TERM atom_disarmed;
 static ERL_NIF_TERM atom_sent;
 static ERL_NIF_TERM atom_cancelled;
+static ERL_NIF_TERM atom_getattr;
+static ERL_NIF_TERM atom_call_method;
+static ERL_NIF_TERM atom_to_term;
+static ERL_NIF_TERM atom_stream;
+static ERL_NIF_TERM atom_py_output;
+static ERL_NIF_TERM atom_py_cast_failed;
+static ERL_NIF_TERM atom_gone;
 
 static void
 request_dtor(ErlNifEnv *env, void *obj)
@@ -30,6 +37,9 @@ request_dtor(ErlNifEnv *env, void *obj)
     }
     if (req->callback_env != NULL) {
         enif_free_env(req->callback_env);
+    }
+    if (req->stream != NULL) {
+        enif_release_resource(req->stream);
     }
 }
 
@@ -56,6 +66,13 @@ request_init_resources(ErlNifEnv *env)
     atom_disarmed = enif_make_atom(env, "disarmed");
     atom_sent = enif_make_atom(env, "sent");
     atom_cancelled = enif_make_atom(env, "cancelled");
+    atom_getattr = enif_make_atom(env, "getattr");
+    atom_call_method = enif_make_atom(env, "call_method");
+    atom_to_term = enif_make_atom(env, "to_term");
+    atom_stream = enif_make_atom(env, "stream");
+    atom_py_output = enif_make_atom(env, "py_output");
+    atom_py_cast_failed = enif_make_atom(env, "py_cast_failed");
+    atom_gone = enif_make_atom(env, "gone");
     return request_rtype != NULL && request_mutex != NULL;
 }
 
@@ -80,6 +97,14 @@ request_kind_from_term(ERL_NIF_TERM term, request_kind_t *kind)
         *kind = REQ_EVAL;
     } else if (term == ATOMS.exec) {
         *kind = REQ_EXEC;
+    } else if (term == atom_getattr) {
+        *kind = REQ_GETATTR;
+    } else if (term == atom_call_method) {
+        *kind = REQ_CALL_METHOD;
+    } else if (term == atom_to_term) {
+        *kind = REQ_TO_TERM;
+    } else if (term == atom_stream) {
+        *kind = REQ_STREAM;
     } else {
         return false;
     }
@@ -161,7 +186,7 @@ request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload)
 /* Made, monitored, cancelled */
 
 request_t *
-request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM payload)
+request_new_internal(request_kind_t kind, unsigned flags, const ErlNifPid *caller)
 {
     request_t *req = enif_alloc_resource(request_rtype, sizeof(request_t));
 
@@ -175,11 +200,45 @@ request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM payload)
         return NULL;
     }
     req->kind = kind;
+    req->flags = flags;
     req->state = REQ_QUEUED;
     atomic_init(&req->ready, false);
-    req->payload = enif_make_copy(req->env, payload);
-    enif_self(env, &req->caller);
+    req->payload = ATOMS.undefined;
+    req->caller = *caller;
     return req;
+}
+
+request_t *
+request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM payload)
+{
+    ErlNifPid caller;
+    request_t *req = request_new_internal(kind, 0, enif_self(env, &caller));
+
+    if (req != NULL) {
+        req->payload = enif_make_copy(req->env, payload);
+    }
+    return req;
+}
+
+bool
+request_set_options(ErlNifEnv *env, request_t *req, int argc, const ERL_NIF_TERM argv[],
+                    int first)
+{
+    unsigned flags = 0;
+
+    if (argc > first) {
+        if (!enif_is_pid(env, argv[first])) {
+            return false;
+        }
+        req->group_leader = enif_make_copy(req->env, argv[first]);
+    }
+    if (argc > first + 1) {
+        if (!enif_get_uint(env, argv[first + 1], &flags) || (flags & ~REQ_FLAGS_ALL) != 0) {
+            return false;
+        }
+        req->flags = flags;
+    }
+    return true;
 }
 
 /* Monitors the request's caller, whose death then cancels it. Asked for only once a call
@@ -209,6 +268,12 @@ monitor_caller(ErlNifEnv *env, request_t *req)
     if (drop) {
         (void)enif_demonitor_process(env, req, &monitor);
     }
+}
+
+void
+request_monitor_now(ErlNifEnv *env, request_t *req)
+{
+    monitor_caller(env, req);
 }
 
 /* Removes the caller's monitor, once it has its answer. Only the caller does it (env is
@@ -285,6 +350,43 @@ request_cancel(request_t *req)
     return sent;
 }
 
+void
+request_expire(request_t *req)
+{
+    ErlNifEnv *dropped = NULL, *msg_env = NULL;
+    ERL_NIF_TERM msg = 0;
+    bool watch = false;
+
+    request_lock();
+    if (req->state != REQ_DONE && !req->cancelled) {
+        if (req->armed) {
+            msg_env = enif_alloc_env();
+            if (msg_env != NULL) {
+                msg = enif_make_tuple3(msg_env, ATOMS.py_result,
+                                       enif_make_copy(msg_env, req->arm_ref),
+                                       make_error(msg_env, ATOMS.timeout));
+                req->message_sent = true;
+                req->delivered = true;
+            }
+        } else {
+            req->expired = true;
+            atomic_store_explicit(&req->ready, true, memory_order_release);
+        }
+        (void)cancel_locked(req, &watch, &dropped);
+    }
+    request_unlock();
+    if (msg_env != NULL) {
+        (void)enif_send(NULL, &req->caller, msg_env, msg);
+        enif_free_env(msg_env);
+    }
+    if (dropped != NULL) {
+        enif_free_env(dropped);
+    }
+    if (watch) {
+        cancel_watch(req);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Run */
 
@@ -306,6 +408,35 @@ request_start(request_t *req, thread_ctx_t *ctx)
     return run;
 }
 
+/* A result nobody takes (py:cast): dropped, and an error sent to py_output to be logged,
+ * {py_cast_failed, Payload, Reason}. */
+static bool
+discard_result(request_t *req, ERL_NIF_TERM result)
+{
+    const ERL_NIF_TERM *elems;
+    int arity;
+    ErlNifPid logger;
+    bool cancelled;
+
+    request_lock();
+    req->state = REQ_DONE;
+    req->runner = NULL;
+    cancelled = req->cancelled;
+    request_unlock();
+    if (!cancelled && enif_get_tuple(req->env, result, &arity, &elems) && arity == 2 &&
+        elems[0] == ATOMS.error && enif_whereis_pid(NULL, atom_py_output, &logger)) {
+        ErlNifEnv *msg_env = enif_alloc_env();
+        if (msg_env != NULL) {
+            ERL_NIF_TERM msg = enif_make_tuple3(msg_env, atom_py_cast_failed,
+                                                enif_make_copy(msg_env, req->payload),
+                                                enif_make_copy(msg_env, elems[1]));
+            (void)enif_send(NULL, &logger, msg_env, msg);
+            enif_free_env(msg_env);
+        }
+    }
+    return cancelled;
+}
+
 bool
 request_finish(request_t *req, ERL_NIF_TERM result)
 {
@@ -314,6 +445,12 @@ request_finish(request_t *req, ERL_NIF_TERM result)
      * only reads the answer (kept_large). */
     bool cancelled, large = request_payload_is_large(req->env, result);
 
+    if (req->deadline_ns != 0) {
+        cancel_forget_deadline(req);
+    }
+    if ((req->flags & REQ_DISCARD) != 0) {
+        return discard_result(req, result);
+    }
     request_lock();
     req->state = REQ_DONE;
     req->runner = NULL;
@@ -321,6 +458,7 @@ request_finish(request_t *req, ERL_NIF_TERM result)
     if (!cancelled && req->armed) {
         req->armed = false;
         req->message_sent = true;
+        req->delivered = true;
         msg = enif_make_tuple3(req->env, ATOMS.py_result, enif_make_copy(req->env, req->arm_ref),
                                result);
     } else if (!cancelled) {
@@ -401,6 +539,20 @@ request_post_callback(request_t *req, struct waiter *waiter, ErlNifEnv *msg_env,
 }
 
 bool
+request_set_waiter(request_t *req, struct waiter *waiter)
+{
+    bool set;
+
+    request_lock();
+    set = !req->cancelled;
+    if (set) {
+        req->waiter = waiter;
+    }
+    request_unlock();
+    return set;
+}
+
+bool
 request_end_callback(request_t *req)
 {
     bool cancelled;
@@ -447,6 +599,7 @@ take_locked(request_t *req, taken_t *taken)
 {
     if (req->has_result) {
         req->has_result = false;
+        req->delivered = true;
         *taken = (taken_t){req->env, req->result, NULL};
     } else if (req->callback_env != NULL) {
         *taken = (taken_t){req->callback_env, req->callback, req->callback_env};
@@ -509,7 +662,7 @@ request_poll_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     request_t *req;
     taken_t taken = {NULL, 0, NULL};
-    bool took = false, large = false;
+    bool took = false, large = false, expired;
 
     if (!get_request(env, argv[0], &req)) {
         return enif_make_badarg(env);
@@ -522,9 +675,13 @@ request_poll_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!large) {
         took = take_locked(req, &taken);
     }
+    expired = !took && req->expired;
     request_unlock();
     if (large) {
         return atom_ready;
+    }
+    if (expired) {
+        return make_error(env, ATOMS.timeout);
     }
     return took ? taken_term(env, req, &taken) : atom_pending;
 }
@@ -540,7 +697,7 @@ request_arm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ErlNifEnv *send_env = NULL;
     ERL_NIF_TERM msg = 0;
     ErlNifPid self;
-    bool took = false;
+    bool took = false, expired = false, gone = false;
 
     if (!get_request(env, argv[0], &req) || !enif_is_ref(env, argv[1])) {
         return enif_make_badarg(env);
@@ -553,6 +710,12 @@ request_arm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         send_kept_locked(env, req, argv[1], &send_env, &msg);
     } else {
         took = take_locked(req, &taken);
+    }
+    if (!took && send_env == NULL) {
+        /* Armed for nothing: expired at its own deadline, or its answer delivered or
+         * cancelled before (py:await of a Ref awaited already). */
+        expired = req->expired;
+        gone = !expired && (req->delivered || req->cancelled);
     }
     if (!took && send_env == NULL && !req->cancelled) {
         if (req->arm_env == NULL) {
@@ -568,6 +731,12 @@ request_arm_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     request_unlock();
     if (took) {
         return taken_term(env, req, &taken);
+    }
+    if (expired) {
+        return make_error(env, ATOMS.timeout);
+    }
+    if (gone) {
+        return atom_gone;
     }
     if (send_env != NULL) {
         (void)enif_send(env, enif_self(env, &self), send_env, msg);

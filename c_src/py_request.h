@@ -19,7 +19,26 @@
 
 #include "py_common.h"
 
-typedef enum { REQ_CALL, REQ_EVAL, REQ_EXEC } request_kind_t;
+typedef enum {
+    REQ_CALL,        /* {Module, Function, Args, Kwargs} */
+    REQ_EVAL,        /* {Code, Locals} */
+    REQ_EXEC,        /* Code */
+    REQ_GETATTR,     /* {Target, Name}: an attribute of an object (docs/objects.md) */
+    REQ_CALL_METHOD, /* {Target, Name, Args, Kwargs} */
+    REQ_TO_TERM,     /* Target: the object converted */
+    REQ_STREAM,      /* {Module, Function, Args, Kwargs, Active}: a stream (py_stream.h) */
+    REQ_STREAM_PUMP, /* no payload: the next items of req->stream */
+} request_kind_t;
+
+/* How a request's answer is made and delivered, from the caller's options (py.erl). */
+enum {
+    REQ_RETURN_OBJECT = 1,    /* the result as a handle, not converted */
+    REQ_DETAILED_ERRORS = 2,  /* errors as {Type, Message, Traceback, Info} (py_error.h) */
+    REQ_DETACHED = 4,         /* nobody waits in py:call: its erlang.call goes to the
+                                 dispatcher (py:async_call, py:cast, stream pumps) */
+    REQ_DISCARD = 8,          /* nobody takes the result: an error is logged (py:cast) */
+};
+#define REQ_FLAGS_ALL 15u
 typedef enum { REQ_QUEUED, REQ_RUNNING, REQ_DONE } request_state_t;
 
 struct waiter;
@@ -27,6 +46,7 @@ struct thread_ctx;
 
 typedef struct request {
     request_kind_t kind;
+    unsigned flags;       /* REQ_RETURN_OBJECT... */
     ErlNifEnv *env;       /* owns the payload, and the result until it is taken or sent */
     ERL_NIF_TERM payload;
     ErlNifPid caller;
@@ -46,6 +66,8 @@ typedef struct request {
     bool message_sent;    /* a message for the current arming was sent, not yet received */
     bool has_result;      /* result is kept in env for the caller's next poll */
     bool kept_large;      /* what is kept is too large for the poll to copy (sent on arm) */
+    bool expired;         /* cancelled at its own deadline: the caller gets {error, timeout} */
+    bool delivered;       /* its result was taken or sent: nothing more will come */
     ERL_NIF_TERM result;
     ErlNifEnv *arm_env;   /* owns arm_ref */
     ERL_NIF_TERM arm_ref;
@@ -58,6 +80,12 @@ typedef struct request {
      * held, when req is cancelled, to wake it. It must only take locks of its own. */
     void (*interrupt)(void *arg);
     void *interrupt_arg;
+    struct stream *stream;        /* a pump's stream (a reference kept) */
+    /* A deadline of its own (py:async_call), watched by py_cancel.c while it runs or
+     * waits: 0 for none. */
+    long long deadline_ns;
+    bool deadline_linked;         /* in the watch's deadline list (its lock) */
+    struct request *deadline_prev, *deadline_next;
     struct request *next;         /* queue link */
     /* The cancellation watch (py_cancel.c), under the watch's lock. */
     bool watched;
@@ -95,6 +123,22 @@ bool request_payload_is_large(ErlNifEnv *env, ERL_NIF_TERM payload);
  * The caller owns one reference. */
 request_t *request_new(ErlNifEnv *env, request_kind_t kind, ERL_NIF_TERM payload);
 
+/* A new request with no payload, for caller, made by a thread of ours (a stream's pump). */
+request_t *request_new_internal(request_kind_t kind, unsigned flags, const ErlNifPid *caller);
+
+/* The optional arguments of submit and submit_nested, from the first index on: the group
+ * leader, then the flags. False for a bad one. */
+bool request_set_options(ErlNifEnv *env, request_t *req, int argc, const ERL_NIF_TERM argv[],
+                         int first);
+
+/* A detached request's caller is monitored at once, since it may never poll or arm: its
+ * death cancels the request (py:async_call). */
+void request_monitor_now(ErlNifEnv *env, request_t *req);
+
+/* req's own deadline passed (py_cancel.c): cancels it, and its caller gets
+ * {error, timeout} (sent if armed, else on its next poll or arm). */
+void request_expire(request_t *req);
+
 /* Marks req cancelled and wakes or interrupts whatever runs it. Safe from any thread.
  * Returns whether a message for the caller's current arming was already sent. */
 bool request_cancel(request_t *req);
@@ -123,6 +167,11 @@ callback_post_t request_post_callback(request_t *req, struct waiter *waiter, Erl
  * if req is already cancelled. */
 bool request_set_interrupt(request_t *req, void (*interrupt)(void *arg), void *arg);
 void request_clear_interrupt(request_t *req);
+
+/* The thread running a detached req (REQ_DETACHED) sends a callback to the dispatcher and
+ * waits on waiter: a cancellation of req must wake it. False, and nothing set, if req is
+ * cancelled already. */
+bool request_set_waiter(request_t *req, struct waiter *waiter);
 
 /* The callback's thread stopped waiting. Returns whether req was cancelled meanwhile. */
 bool request_end_callback(request_t *req);

@@ -18,7 +18,9 @@
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_interp.h"
+#include "py_object.h"
 #include "py_sandbox.h"
+#include "py_stream.h"
 
 /* Deep enough for CONV_MAX_DEPTH levels of conversion; AddressSanitizer's
  * frames are several times larger. */
@@ -296,15 +298,18 @@ run_coroutine(PyObject *coro)
     return PyObject_CallOneArg(runner, coro);
 }
 
+static PyObject *call_with_terms(ErlNifEnv *env, PyObject *func, ERL_NIF_TERM args_term,
+                                 ERL_NIF_TERM kwargs_term);
+
 static PyObject *
 run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
 {
     int arity;
     const ERL_NIF_TERM *elems;
-    PyObject *modname = NULL, *funcname = NULL, *module = NULL, *func = NULL;
-    PyObject *arglist = NULL, *args = NULL, *kwargs = NULL, *result = NULL;
+    PyObject *modname = NULL, *funcname = NULL, *module = NULL, *func = NULL, *result = NULL;
 
-    if (!enif_get_tuple(env, payload, &arity, &elems) || arity != 4) {
+    /* A stream's payload has a fifth element, its `active'. */
+    if (!enif_get_tuple(env, payload, &arity, &elems) || arity < 4 || arity > 5) {
         PyErr_SetString(PyExc_TypeError, "bad call payload");
         goto done;
     }
@@ -312,7 +317,22 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
     funcname = modname == NULL ? NULL : name_from_term(env, elems[1]);
     module = funcname == NULL ? NULL : import_module(modname);
     func = module == NULL ? NULL : lookup_attribute(module, funcname);
-    arglist = func == NULL ? NULL : conv_to_py(env, elems[2]);
+    result = func == NULL ? NULL : call_with_terms(env, func, elems[2], elems[3]);
+done:
+    Py_XDECREF(modname);
+    Py_XDECREF(funcname);
+    Py_XDECREF(module);
+    Py_XDECREF(func);
+    return result;
+}
+
+/* func(*Args, **Kwargs), an `async def' function's coroutine run to its end. */
+static PyObject *
+call_with_terms(ErlNifEnv *env, PyObject *func, ERL_NIF_TERM args_term, ERL_NIF_TERM kwargs_term)
+{
+    PyObject *arglist = NULL, *args = NULL, *kwargs = NULL, *result = NULL;
+
+    arglist = conv_to_py(env, args_term);
     if (arglist == NULL) {
         goto done;
     }
@@ -323,7 +343,7 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
         }
         goto done;
     }
-    kwargs = str_keyed_dict_from_term(env, elems[3], "keyword arguments", "keyword argument");
+    kwargs = str_keyed_dict_from_term(env, kwargs_term, "keyword arguments", "keyword argument");
     if (kwargs == NULL) {
         goto done;
     }
@@ -332,10 +352,6 @@ run_call(ErlNifEnv *env, ERL_NIF_TERM payload)
         Py_SETREF(result, run_coroutine(result));
     }
 done:
-    Py_XDECREF(modname);
-    Py_XDECREF(funcname);
-    Py_XDECREF(module);
-    Py_XDECREF(func);
     Py_XDECREF(arglist);
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
@@ -452,6 +468,42 @@ done:
     return result;
 }
 
+/* An object's attribute, or the result of calling its method: {Target, Name} or
+ * {Target, Name, Args, Kwargs}. Target is any term: a handle gives its object. */
+static PyObject *
+run_on_object(ErlNifEnv *env, ERL_NIF_TERM payload, bool call)
+{
+    int arity;
+    const ERL_NIF_TERM *elems;
+    PyObject *target = NULL, *name = NULL, *attr = NULL, *result = NULL;
+
+    if (!enif_get_tuple(env, payload, &arity, &elems) || arity != (call ? 4 : 2)) {
+        PyErr_SetString(PyExc_TypeError, "bad object payload");
+        return NULL;
+    }
+    target = conv_to_py(env, elems[0]);
+    name = target == NULL ? NULL : name_from_term(env, elems[1]);
+    attr = name == NULL ? NULL : PyObject_GetAttr(target, name);
+    if (attr != NULL && call) {
+        result = call_with_terms(env, attr, elems[2], elems[3]);
+    } else {
+        result = attr == NULL ? NULL : Py_NewRef(attr);
+    }
+    Py_XDECREF(target);
+    Py_XDECREF(name);
+    Py_XDECREF(attr);
+    return result;
+}
+
+/* The exception set, as the request asked: {error, {Type, Message, Traceback}} or, with
+ * REQ_DETAILED_ERRORS, {error, {Type, Message, Traceback, Info}}. */
+static ERL_NIF_TERM
+request_error(request_t *req)
+{
+    return (req->flags & REQ_DETAILED_ERRORS) != 0 ? error_from_python_detailed(req->env)
+                                                    : error_from_python(req->env);
+}
+
 /* Runs the payload and returns {ok, V}, ok or {error, _} built in req->env. */
 static ERL_NIF_TERM
 run_payload(request_t *req)
@@ -461,6 +513,7 @@ run_payload(request_t *req)
     ERL_NIF_TERM term;
     int arity;
     const ERL_NIF_TERM *elems;
+    long active;
 
     switch (req->kind) {
     case REQ_CALL:
@@ -476,17 +529,51 @@ run_payload(request_t *req)
     case REQ_EXEC:
         result = run_source(env, req->payload, 0, Py_file_input);
         break;
+    case REQ_GETATTR:
+        result = run_on_object(env, req->payload, false);
+        break;
+    case REQ_CALL_METHOD:
+        result = run_on_object(env, req->payload, true);
+        break;
+    case REQ_TO_TERM:
+        result = conv_to_py(env, req->payload);
+        break;
+    case REQ_STREAM:
+        if (!enif_get_tuple(env, req->payload, &arity, &elems) || arity != 5 ||
+            !enif_get_long(env, elems[4], &active)) {
+            PyErr_SetString(PyExc_TypeError, "bad stream payload");
+            return request_error(req);
+        }
+        result = run_call(env, req->payload);
+        if (result == NULL) {
+            return request_error(req);
+        }
+        term = stream_create(env, req, result, active);
+        Py_DECREF(result);
+        return term == 0 ? request_error(req) : enif_make_tuple2(env, ATOMS.ok, term);
+    case REQ_STREAM_PUMP:
+        stream_pump(req);
+        return ATOMS.ok;
     }
     if (result == NULL) {
-        return error_from_python(env);
+        return request_error(req);
     }
     if (req->kind == REQ_EXEC) {
         Py_DECREF(result);
         return ATOMS.ok;
     }
+    if ((req->flags & REQ_RETURN_OBJECT) != 0 && req->kind != REQ_TO_TERM) {
+        term = object_make_handle(env, result);
+        Py_DECREF(result);
+        if (term == 0) {
+            PyErr_NoMemory();
+            return request_error(req);
+        }
+        return enif_make_tuple2(env, ATOMS.ok, term);
+    }
     if (!conv_to_term(env, result, &term)) {
         Py_DECREF(result);
-        return error_from_python(env);
+        return request_error(req);
     }
     Py_DECREF(result);
     return enif_make_tuple2(env, ATOMS.ok, term);
@@ -526,6 +613,9 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     ERL_NIF_TERM result;
 
     if (!request_start(req, ctx)) {
+        if (req->kind == REQ_STREAM_PUMP) {
+            stream_pump_ended(req);
+        }
         enif_release_resource(req);
         return;
     }
@@ -541,6 +631,9 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     if (request_finish(req, result)) {
         PyThreadState_SetAsyncExc(ctx->ident, NULL);
         PyErr_Clear();
+    }
+    if (req->kind == REQ_STREAM_PUMP) {
+        stream_pump_ended(req);
     }
     enif_release_resource(req);
 }

@@ -21,6 +21,10 @@
 -export([call/3, call/4, call/5]).
 -export([eval/1, eval/2, eval/3]).
 -export([exec/1, exec/2]).
+-export([getattr/2, getattr/3, call_method/3, call_method/4, call_method/5, to_term/1,
+         to_term/2, is_object/1]).
+-export([stream/3, stream/4, stream/5, stream_active/2, stream_cancel/1]).
+-export([async_call/3, async_call/4, async_call/5, await/1, await/2, cast/3, cast/4]).
 -export([version/0, executable/0, sys_path/0, add_path/1, sync_log_level/0, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
@@ -30,6 +34,17 @@
 -define(IS_NAME(Name), (is_atom(Name) orelse (is_binary(Name) andalso Name =/= <<>>))).
 -define(IS_TIMEOUT(Timeout),
         (Timeout =:= infinity orelse (is_integer(Timeout) andalso Timeout >= 0))).
+-define(IS_OBJECT(Term), (tuple_size(Term) =:= 2 andalso element(1, Term) =:= '$py_object'
+                          andalso is_reference(element(2, Term)))).
+-define(IS_ACTIVE(Active), (is_boolean(Active) orelse
+                            (is_integer(Active) andalso Active > 0
+                             andalso Active =< ?MAX_ACTIVE))).
+-define(MAX_ACTIVE, 16#7FFFFFFF).
+%% The flags of a request (c_src/py_request.h).
+-define(RETURN_OBJECT, 1).
+-define(DETAILED_ERRORS, 2).
+-define(DETACHED, 4).
+-define(DISCARD, 8).
 %% How long a caller polls for the answer after a callback before it sleeps in `receive'
 %% (after a submit, the NIF says: CALLER_SPIN_US in c_src/py_worker.h).
 -define(POLL_MICROSECONDS, 10).
@@ -42,13 +57,25 @@
 -type name() :: atom() | binary().
 -type code() :: iodata() | unicode:chardata().
 -type timeout_ms() :: non_neg_integer() | infinity.
--type python_error() :: {Type :: atom() | binary(), Message :: binary(), Traceback :: binary()}.
+-type python_error() :: {Type :: atom() | binary(), Message :: binary(), Traceback :: binary()}
+                      | {Type :: atom() | binary(), Message :: binary(), Traceback :: binary(),
+                         Info :: #{atom() => term()}}.
 -type error_reason() ::
     python_error() | timeout | not_started | {badarg, {atom(), term()}}.
 %% A directory for `sys.path': a path, or `{priv, App, SubDir}', SubDir in App's priv
 %% directory (what a release ships).
 -type path_entry() :: file:filename_all() | {priv, atom(), file:filename_all()}.
--export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0, path_entry/0]).
+%% A Python object held from Erlang (docs/objects.md).
+-opaque object() :: {'$py_object', reference()}.
+%% The options of a call (docs/objects.md, "Options"): a plain timeout is `#{timeout => T}'.
+-type options() :: #{timeout => timeout_ms(), return => term | object,
+                     errors => brief | detailed}.
+-type stream_options() :: #{timeout => timeout_ms(), return => term | object,
+                            errors => brief | detailed, active => pos_integer() | boolean()}.
+-type stream() :: reference().
+-type async_ref() :: reference().
+-export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0, path_entry/0,
+              object/0, options/0, stream_options/0, stream/0, async_ref/0]).
 
 %% @equiv call(Module, Function, Args, #{})
 -spec call(name(), name(), [term()]) -> {ok, term()} | {error, error_reason()}.
@@ -65,16 +92,25 @@ call(Module, Function, Args, Kwargs) ->
 %% `Module' may be dotted (`` 'os.path' ''); `'__main__'' is the namespace that
 %% {@link exec/1} and {@link eval/1} use. `Function' may be a dotted path of
 %% attributes (`<<"path.join">>' in module `os'). Kwargs keys are atoms or binaries.
--spec call(name(), name(), [term()], map(), timeout_ms()) ->
+%% `Options' is a timeout in ms, or a map (docs/objects.md, "Options"): `timeout',
+%% `return => object' for a handle to the result instead of a term, `errors => detailed'
+%% for `{Type, Message, Traceback, Info}' errors (docs/errors.md).
+-spec call(name(), name(), [term()], map(), timeout_ms() | options()) ->
     {ok, term()} | {error, error_reason()}.
 call(Module, Function, Args, Kwargs, Timeout)
   when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs),
        ?IS_TIMEOUT(Timeout) ->
-    request(call, {Module, Function, Args, Kwargs}, Timeout);
-call(Module, Function, Args, Kwargs, Timeout) ->
+    request(call, {Module, Function, Args, Kwargs}, Timeout, 0);
+call(Module, Function, Args, Kwargs, Options)
+  when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs), is_map(Options) ->
+    case options(Options) of
+        {ok, Timeout, Flags, _} -> request(call, {Module, Function, Args, Kwargs}, Timeout, Flags);
+        Error -> Error
+    end;
+call(Module, Function, Args, Kwargs, Options) ->
     check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
            {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
-           {timeout, Timeout, fun is_timeout/1}]).
+           {timeout, Options, fun is_options/1}]).
 
 %% @equiv eval(Code, #{})
 -spec eval(code()) -> {ok, term()} | {error, error_reason()}.
@@ -88,14 +124,16 @@ eval(Code, Locals) ->
 
 %% @doc Evaluates a Python expression in `__main__''s namespace, with the
 %% entries of `Locals' (keys atoms or binaries) added for this evaluation only.
--spec eval(code(), map(), timeout_ms()) -> {ok, term()} | {error, error_reason()}.
-eval(Code, Locals, Timeout) when is_map(Locals), ?IS_TIMEOUT(Timeout) ->
-    case source(Code) of
-        {ok, Source} -> request(eval, {Source, Locals}, Timeout);
-        Error -> Error
+%% `Options' as for {@link call/5}.
+-spec eval(code(), map(), timeout_ms() | options()) -> {ok, term()} | {error, error_reason()}.
+eval(Code, Locals, Options) when is_map(Locals) ->
+    case {source(Code), options(Options)} of
+        {{ok, Source}, {ok, Timeout, Flags, _}} -> request(eval, {Source, Locals}, Timeout, Flags);
+        {{error, _} = Error, _} -> Error;
+        {_, Error} -> Error
     end;
-eval(_Code, Locals, Timeout) ->
-    check([{locals, Locals, fun is_map/1}, {timeout, Timeout, fun is_timeout/1}]).
+eval(_Code, Locals, Options) ->
+    check([{locals, Locals, fun is_map/1}, {timeout, Options, fun is_options/1}]).
 
 %% @equiv exec(Code, 30000)
 -spec exec(code()) -> ok | {error, error_reason()}.
@@ -103,15 +141,287 @@ exec(Code) ->
     exec(Code, ?DEFAULT_TIMEOUT).
 
 %% @doc Runs Python statements in `__main__''s namespace: what they define is
-%% seen by later calls of {@link eval/1} and `call('__main__', ...)'.
--spec exec(code(), timeout_ms()) -> ok | {error, error_reason()}.
-exec(Code, Timeout) when ?IS_TIMEOUT(Timeout) ->
-    case source(Code) of
-        {ok, Source} -> request(exec, Source, Timeout);
-        Error -> Error
+%% seen by later calls of {@link eval/1} and `call('__main__', ...)'. `Options' as for
+%% {@link call/5} (`return' does not apply).
+-spec exec(code(), timeout_ms() | options()) -> ok | {error, error_reason()}.
+exec(Code, Options) ->
+    case {source(Code), options(Options)} of
+        {{ok, Source}, {ok, Timeout, Flags, _}} -> request(exec, Source, Timeout, Flags);
+        {{error, _} = Error, _} -> Error;
+        {_, Error} -> Error
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Objects (docs/objects.md)
+
+%% @equiv getattr(Object, Name, #{})
+-spec getattr(object(), name()) -> {ok, term()} | {error, error_reason()}.
+getattr(Object, Name) ->
+    getattr(Object, Name, #{}).
+
+%% @doc The attribute `Name' of the object, converted (or a handle, with
+%% `return => object').
+-spec getattr(object(), name(), timeout_ms() | options()) ->
+    {ok, term()} | {error, error_reason()}.
+getattr(Object, Name, Options) when ?IS_OBJECT(Object), ?IS_NAME(Name) ->
+    object_request(getattr, {Object, Name}, Options);
+getattr(Object, Name, Options) ->
+    check([{object, Object, fun is_object/1}, {name, Name, fun is_name/1},
+           {timeout, Options, fun is_options/1}]).
+
+%% @equiv call_method(Object, Name, Args, #{}, #{})
+-spec call_method(object(), name(), [term()]) -> {ok, term()} | {error, error_reason()}.
+call_method(Object, Name, Args) ->
+    call_method(Object, Name, Args, #{}, #{}).
+
+%% @equiv call_method(Object, Name, Args, Kwargs, #{})
+-spec call_method(object(), name(), [term()], map()) -> {ok, term()} | {error, error_reason()}.
+call_method(Object, Name, Args, Kwargs) ->
+    call_method(Object, Name, Args, Kwargs, #{}).
+
+%% @doc Calls the method `Name' of the object with `Args' and `Kwargs'; `Options' as for
+%% {@link call/5}.
+-spec call_method(object(), name(), [term()], map(), timeout_ms() | options()) ->
+    {ok, term()} | {error, error_reason()}.
+call_method(Object, Name, Args, Kwargs, Options)
+  when ?IS_OBJECT(Object), ?IS_NAME(Name), is_list(Args), is_map(Kwargs) ->
+    object_request(call_method, {Object, Name, Args, Kwargs}, Options);
+call_method(Object, Name, Args, Kwargs, Options) ->
+    check([{object, Object, fun is_object/1}, {name, Name, fun is_name/1},
+           {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
+           {timeout, Options, fun is_options/1}]).
+
+%% @equiv to_term(Object, #{})
+-spec to_term(object()) -> {ok, term()} | {error, error_reason()}.
+to_term(Object) ->
+    to_term(Object, #{}).
+
+%% @doc The object converted to a term, by the rules of docs/type-conversion.md.
+-spec to_term(object(), timeout_ms() | options()) -> {ok, term()} | {error, error_reason()}.
+to_term(Object, Options) when ?IS_OBJECT(Object) ->
+    case options(Options) of
+        {ok, Timeout, Flags, _} ->
+            request(to_term, Object, Timeout, Flags band bnot ?RETURN_OBJECT);
+        Error ->
+            Error
     end;
-exec(_Code, Timeout) ->
-    check([{timeout, Timeout, fun is_timeout/1}]).
+to_term(Object, Options) ->
+    check([{object, Object, fun is_object/1}, {timeout, Options, fun is_options/1}]).
+
+%% @doc Whether `Term' is a handle to a Python object. A handle sent to another node, or
+%% kept past the life of the VM that made it, still is one, but using it gives a
+%% `ReferenceError' (docs/objects.md).
+-spec is_object(term()) -> boolean().
+is_object(Term) when ?IS_OBJECT(Term) -> true;
+is_object(_) -> false.
+
+-spec object_request(py_nif:kind(), tuple(), timeout_ms() | options()) ->
+    {ok, term()} | {error, error_reason()}.
+object_request(Kind, Payload, Options) ->
+    case options(Options) of
+        {ok, Timeout, Flags, _} -> request(Kind, Payload, Timeout, Flags);
+        Error -> Error
+    end.
+
+%% ---------------------------------------------------------------------------
+%% Streams (docs/streams.md)
+
+%% @equiv stream(Module, Function, Args, #{}, #{})
+-spec stream(name(), name(), [term()]) -> {ok, stream()} | {error, error_reason()}.
+stream(Module, Function, Args) ->
+    stream(Module, Function, Args, #{}, #{}).
+
+%% @equiv stream(Module, Function, Args, Kwargs, #{})
+-spec stream(name(), name(), [term()], map()) -> {ok, stream()} | {error, error_reason()}.
+stream(Module, Function, Args, Kwargs) ->
+    stream(Module, Function, Args, Kwargs, #{}).
+
+%% @doc Calls `Module.Function(*Args, **Kwargs)', which must return an iterable (a
+%% generator, an iterator, a list, an async generator...), and sends its items to the
+%% caller, one message each: `{py_stream, Ref, {data, Item}}', then `{py_stream, Ref, done}'
+%% or `{py_stream, Ref, {error, Reason}}'. `active' (default `true') bounds the items sent
+%% before the caller asks for more, as gen_tcp's `{active, N}' does: after N items comes
+%% `{py_stream, Ref, passive}', and {@link stream_active/2} asks for more. The caller's
+%% death, or {@link stream_cancel/1}, closes the iterator. `timeout' applies to the call
+%% that makes the iterable; `return => object' sends items as handles.
+-spec stream(name(), name(), [term()], map(), timeout_ms() | stream_options()) ->
+    {ok, stream()} | {error, error_reason()}.
+stream(Module, Function, Args, Kwargs, Options)
+  when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs) ->
+    case options(Options, true) of
+        {ok, Timeout, Flags, Extra} ->
+            Active = case maps:get(active, Extra, true) of
+                         true -> -1;
+                         false -> 0;
+                         N -> N
+                     end,
+            request(stream, {Module, Function, Args, Kwargs, Active}, Timeout, Flags);
+        Error ->
+            Error
+    end;
+stream(Module, Function, Args, Kwargs, Options) ->
+    check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
+           {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
+           {timeout, Options, fun is_options/1}]).
+
+%% @doc Sets how many more items the stream may send: `N' more (added to those it may
+%% still send), `true' for no limit, `false' for none until asked again. `{error, closed}'
+%% once the stream has ended or was cancelled.
+-spec stream_active(stream(), pos_integer() | boolean()) ->
+    ok | {error, closed | {badarg, term()}}.
+stream_active(Stream, Active) when is_reference(Stream), ?IS_ACTIVE(Active) ->
+    try py_nif:stream_active(Stream, Active)
+    catch error:badarg -> {error, {badarg, {stream, Stream}}}
+    end;
+stream_active(Stream, Active) ->
+    check([{stream, Stream, fun is_reference/1}, {active, Active, fun is_active/1}]).
+
+%% @doc Closes the stream: its iterator is closed on a worker (a generator's `finally'
+%% runs), and no message for it is sent after this returns (those sent before stay in the
+%% mailbox). `ok' also for a stream that has ended.
+-spec stream_cancel(stream()) -> ok | {error, {badarg, term()}}.
+stream_cancel(Stream) when is_reference(Stream) ->
+    try py_nif:stream_cancel(Stream)
+    catch error:badarg -> {error, {badarg, {stream, Stream}}}
+    end;
+stream_cancel(Stream) ->
+    {error, {badarg, {stream, Stream}}}.
+
+%% ---------------------------------------------------------------------------
+%% Asynchronous calls
+
+%% @equiv async_call(Module, Function, Args, #{}, #{})
+-spec async_call(name(), name(), [term()]) -> {ok, async_ref()} | {error, error_reason()}.
+async_call(Module, Function, Args) ->
+    async_call(Module, Function, Args, #{}, #{}).
+
+%% @equiv async_call(Module, Function, Args, Kwargs, #{})
+-spec async_call(name(), name(), [term()], map()) ->
+    {ok, async_ref()} | {error, error_reason()}.
+async_call(Module, Function, Args, Kwargs) ->
+    async_call(Module, Function, Args, Kwargs, #{}).
+
+%% @doc Starts `Module.Function(*Args, **Kwargs)' and returns at once; {@link await/2}
+%% returns what {@link call/5} would have. The call's `timeout' (default 30000 ms) counts
+%% from now, awaited or not: past it the call is cancelled and its await gives
+%% `{error, timeout}'. The caller's death cancels it. Its `erlang.call's are run by the
+%% dispatcher (a process of their own each), not by the caller.
+-spec async_call(name(), name(), [term()], map(), timeout_ms() | options()) ->
+    {ok, async_ref()} | {error, error_reason()}.
+async_call(Module, Function, Args, Kwargs, Options)
+  when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs) ->
+    case options(Options) of
+        {ok, Timeout, Flags, _} ->
+            Payload = {Module, Function, Args, Kwargs},
+            Submitted = case Timeout of
+                            infinity ->
+                                py_nif:submit(call, Payload, group_leader(), Flags bor ?DETACHED);
+                            _ ->
+                                py_nif:submit(call, Payload, group_leader(), Flags bor ?DETACHED,
+                                              Timeout)
+                        end,
+            case Submitted of
+                {ok, Request, _} -> {ok, Request};
+                {error, not_started} = Error -> Error
+            end;
+        Error ->
+            Error
+    end;
+async_call(Module, Function, Args, Kwargs, Options) ->
+    check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
+           {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
+           {timeout, Options, fun is_options/1}]).
+
+%% @equiv await(Ref, infinity)
+-spec await(async_ref()) -> ok | {ok, term()} | {error, error_reason() | already_awaited}.
+await(Ref) ->
+    await(Ref, infinity).
+
+%% @doc The result of an {@link async_call/5}, waiting for it at most `Timeout' ms. Past
+%% that the call is cancelled and `{error, timeout}' returned, as by a {@link call/5} (the
+%% call's own timeout applies too). A Ref awaited once gives `{error, already_awaited'}.
+%% Like {@link call/5}, the wait costs the same whatever the caller's mailbox holds.
+-spec await(async_ref(), timeout_ms()) ->
+    ok | {ok, term()} | {error, error_reason() | already_awaited}.
+await(Ref, Timeout) when is_reference(Ref), ?IS_TIMEOUT(Timeout) ->
+    try sleep(Ref, deadline(Timeout)) of
+        gone -> {error, already_awaited};
+        Result -> Result
+    catch
+        error:badarg -> {error, {badarg, {ref, Ref}}}
+    end;
+await(Ref, Timeout) ->
+    check([{ref, Ref, fun is_reference/1}, {timeout, Timeout, fun is_timeout/1}]).
+
+%% @equiv cast(Module, Function, Args, #{})
+-spec cast(name(), name(), [term()]) -> ok | {error, error_reason()}.
+cast(Module, Function, Args) ->
+    cast(Module, Function, Args, #{}).
+
+%% @doc Runs `Module.Function(*Args, **Kwargs)' and discards its result; an exception it
+%% raises is logged (logger, level error). Returns at once; the caller's death does not
+%% stop it.
+-spec cast(name(), name(), [term()], map()) -> ok | {error, error_reason()}.
+cast(Module, Function, Args, Kwargs)
+  when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs) ->
+    case py_nif:submit(call, {Module, Function, Args, Kwargs}, group_leader(),
+                       ?DETACHED bor ?DISCARD) of
+        {ok, _, _} -> ok;
+        {error, not_started} = Error -> Error
+    end;
+cast(Module, Function, Args, Kwargs) ->
+    check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
+           {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1}]).
+
+%% ---------------------------------------------------------------------------
+%% Options
+
+%% A timeout, or a map of options: the timeout, the request's flags, and the other options
+%% (`active'). A bad entry gives {error, {badarg, {option, {Key, Value}}}}; anything else
+%% than a map is taken for a timeout, as the argument was before it took options, and a bad
+%% one gives {error, {badarg, {timeout, Value}}}.
+-spec options(term()) ->
+    {ok, timeout_ms(), py_nif:flags(), map()} | {error, {badarg, term()}}.
+options(Options) ->
+    options(Options, false).
+
+%% Streams take `active' too.
+-spec options(term(), boolean()) ->
+    {ok, timeout_ms(), py_nif:flags(), map()} | {error, {badarg, term()}}.
+options(Timeout, _) when ?IS_TIMEOUT(Timeout) ->
+    {ok, Timeout, 0, #{}};
+options(Options, Stream) when is_map(Options) ->
+    options(maps:to_list(Options), ?DEFAULT_TIMEOUT, 0, #{stream => Stream});
+options(Options, _) ->
+    {error, {badarg, {timeout, Options}}}.
+
+options([], Timeout, Flags, Extra) ->
+    {ok, Timeout, Flags, Extra};
+options([{timeout, Timeout} | Rest], _, Flags, Extra) when ?IS_TIMEOUT(Timeout) ->
+    options(Rest, Timeout, Flags, Extra);
+options([{return, term} | Rest], Timeout, Flags, Extra) ->
+    options(Rest, Timeout, Flags band bnot ?RETURN_OBJECT, Extra);
+options([{return, object} | Rest], Timeout, Flags, Extra) ->
+    options(Rest, Timeout, Flags bor ?RETURN_OBJECT, Extra);
+options([{errors, brief} | Rest], Timeout, Flags, Extra) ->
+    options(Rest, Timeout, Flags band bnot ?DETAILED_ERRORS, Extra);
+options([{errors, detailed} | Rest], Timeout, Flags, Extra) ->
+    options(Rest, Timeout, Flags bor ?DETAILED_ERRORS, Extra);
+options([{active, Active} | Rest], Timeout, Flags, #{stream := true} = Extra)
+  when ?IS_ACTIVE(Active) ->
+    options(Rest, Timeout, Flags, Extra#{active => Active});
+options([Option | _], _, _, _) ->
+    {error, {badarg, {option, Option}}}.
+
+-spec is_options(term()) -> boolean().
+is_options(Options) ->
+    ?IS_TIMEOUT(Options) orelse is_map(Options).
+
+-spec is_active(term()) -> boolean().
+is_active(Active) ->
+    ?IS_ACTIVE(Active).
+
+%% ---------------------------------------------------------------------------
 
 %% @doc The embedded interpreter's `sys.version'.
 -spec version() -> {ok, binary()} | {error, error_reason()}.
@@ -238,25 +548,25 @@ unregister_function(Name) ->
 
 %% ---------------------------------------------------------------------------
 
--spec request(py_nif:kind(), term(), timeout_ms()) ->
+-spec request(py_nif:kind(), term(), timeout_ms(), py_nif:flags()) ->
     ok | {ok, term()} | {error, error_reason()}.
-request(Kind, Payload, Timeout) ->
-    case submit(Kind, Payload) of
+request(Kind, Payload, Timeout, Flags) ->
+    case submit(Kind, Payload, Flags) of
         {ok, Request, SpinMicros} -> wait(Request, deadline(Timeout), SpinMicros);
         {error, not_started} = Error -> Error
     end.
 
 %% Inside a callback, to the Python thread that waits for it (see py_callback).
--spec submit(py_nif:kind(), term()) ->
+-spec submit(py_nif:kind(), term(), py_nif:flags()) ->
     {ok, py_nif:request(), non_neg_integer()} | {error, not_started}.
-submit(Kind, Payload) ->
+submit(Kind, Payload, Flags) ->
     case py_callback:waiter() of
         undefined ->
-            py_nif:submit(Kind, Payload, group_leader());
+            py_nif:submit(Kind, Payload, group_leader(), Flags);
         Waiter ->
-            case py_nif:submit_nested(Waiter, Kind, Payload, group_leader()) of
+            case py_nif:submit_nested(Waiter, Kind, Payload, group_leader(), Flags) of
                 {ok, _, _} = Submitted -> Submitted;
-                {error, closed} -> py_nif:submit(Kind, Payload, group_leader())
+                {error, closed} -> py_nif:submit(Kind, Payload, group_leader(), Flags)
             end
     end.
 
@@ -299,8 +609,9 @@ spin(Request, Until) ->
 %% compiler's receive optimisation applies: the receive skips every message that was in
 %% the mailbox before it, and the wait costs the same with 100,000 messages queued as with
 %% none. Each arming sends at most one message; every round makes a new reference.
+%% `gone': an async call's Ref awaited already (py_nif:arm/2).
 -spec sleep(py_nif:request(), integer() | infinity) ->
-    ok | {ok, term()} | {error, error_reason()}.
+    ok | {ok, term()} | {error, error_reason()} | gone.
 sleep(Request, Deadline) ->
     Ref = make_ref(),
     case py_nif:arm(Request, Ref) of

@@ -3,20 +3,25 @@
 -module(py_nif).
 
 -export([priv_dir/0]).
--export([start/1, submit/2, submit/3, poll/1, arm/2, disarm/1, cancel/1, demonitor/1]).
--export([callback_reply/2, submit_nested/3, submit_nested/4, info/0]).
+-export([start/1, submit/2, submit/3, submit/4, submit/5, poll/1, arm/2, disarm/1, cancel/1,
+         demonitor/1]).
+-export([callback_reply/2, submit_nested/3, submit_nested/4, submit_nested/5, info/0]).
+-export([stream_active/2, stream_cancel/1]).
 -export([loop_attach/1, loop_select/1, loop_ready/1, loop_timer/2, loop_post/5, loop_reply/3,
          loop_stop/1]).
 
 -on_load(load/0).
 
--type kind() :: call | eval | exec.
+-type kind() :: call | eval | exec | getattr | call_method | to_term | stream.
+%% How the answer is made (c_src/py_request.h): 1 the result as a handle, 2 detailed errors,
+%% 4 detached (callbacks to the dispatcher), 8 the result discarded (errors logged).
+-type flags() :: 0..15.
 -type request() :: reference().
 -type waiter() :: reference().
 -type callback() :: {py_callback, waiter(), binary() | atom(), [term()]}.
 -type result() :: ok | {ok, term()} | {error, term()}.
 -type loop() :: reference().
--export_type([kind/0, request/0, waiter/0, callback/0, result/0, loop/0]).
+-export_type([kind/0, flags/0, request/0, waiter/0, callback/0, result/0, loop/0]).
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -53,6 +58,19 @@ submit(_Kind, _Payload) ->
 submit(_Kind, _Payload, _GroupLeader) ->
     erlang:nif_error(not_loaded).
 
+%% @doc submit/3, with flags (flags()).
+-spec submit(kind(), term(), pid(), flags()) ->
+    {ok, request(), non_neg_integer()} | {error, not_started}.
+submit(_Kind, _Payload, _GroupLeader, _Flags) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc submit/4, with a deadline of the request's own, in ms from now: past it the request
+%% is cancelled and its caller gets `{error, timeout}' (py:async_call).
+-spec submit(kind(), term(), pid(), flags(), non_neg_integer()) ->
+    {ok, request(), non_neg_integer()} | {error, not_started}.
+submit(_Kind, _Payload, _GroupLeader, _Flags, _TimeoutMs) ->
+    erlang:nif_error(not_loaded).
+
 %% @doc What the request holds for its caller: nothing yet (`pending'), something too
 %% large to copy here (`ready': arm/2 sends it), a callback to run, or the result.
 -spec poll(request()) -> pending | ready | callback() | result().
@@ -62,7 +80,8 @@ poll(_Request) ->
 %% @doc Like poll/1; `armed' when nothing is there yet: the next result or callback is
 %% then sent as `{py_result, Ref, Result}' or `{py_callback, Ref, Waiter, Name, Args}',
 %% once. Also makes the caller's death cancel the request.
--spec arm(request(), reference()) -> armed | callback() | result().
+%% `gone': the request's answer was delivered or it was cancelled already.
+-spec arm(request(), reference()) -> armed | gone | callback() | result().
 arm(_Request, _Ref) ->
     erlang:nif_error(not_loaded).
 
@@ -99,6 +118,23 @@ submit_nested(_Waiter, _Kind, _Payload) ->
 -spec submit_nested(waiter(), kind(), term(), pid()) ->
     {ok, request(), non_neg_integer()} | {error, closed}.
 submit_nested(_Waiter, _Kind, _Payload, _GroupLeader) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc submit_nested/4, with flags (flags(); detaching ones are refused).
+-spec submit_nested(waiter(), kind(), term(), pid(), flags()) ->
+    {ok, request(), non_neg_integer()} | {error, closed}.
+submit_nested(_Waiter, _Kind, _Payload, _GroupLeader, _Flags) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc A stream's credit (c_src/py_stream.h): N more items, `true' for no limit, `false'
+%% for none.
+-spec stream_active(reference(), pos_integer() | boolean()) -> ok | {error, closed}.
+stream_active(_Stream, _Active) ->
+    erlang:nif_error(not_loaded).
+
+%% @doc Closes a stream: no message is sent for it after this returns.
+-spec stream_cancel(reference()) -> ok.
+stream_cancel(_Stream) ->
     erlang:nif_error(not_loaded).
 
 %% @doc The interpreter and the pool: see py:info/0.

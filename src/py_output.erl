@@ -4,7 +4,8 @@
 %% started) goes to the application env `default_output': `logger' (default) or `stdout'.
 %% With the env `stderr' at `logger', sys.stderr goes to the logger whatever the caller.
 %% Records of Python's logging come here too, `{log, Level, Message, Metadata}', and are
-%% logged (_erlang_impl._logging).
+%% logged (_erlang_impl._logging), as are the errors of py:cast (`{py_cast_failed, ...}',
+%% from c_src/py_request.c).
 %%
 %% Python sends `{Stream, GroupLeader | undefined, Text}': the group leader of the caller,
 %% which py:call passed with the request (a caller that has exited by now still gets it). Requests to group leaders are sent
@@ -43,9 +44,18 @@ handle_info({log, Level, Message, Meta}, State) when is_atom(Level), is_binary(M
     %% A record of Python's logging (_erlang_impl._logging).
     logger:log(Level, "~ts", [Message], log_metadata(Meta)),
     {noreply, State};
+handle_info({py_cast_failed, {Module, Function, _Args, _Kwargs}, Reason}, State) ->
+    %% A py:cast whose function raised: nobody else will see it.
+    logger:log(error, "py:cast of ~ts.~ts failed: ~tp", [name(Module), name(Function), Reason],
+               #{python_cast => {Module, Function}}),
+    {noreply, State};
 handle_info(_Other, State) ->
     %% io_reply messages of the group leaders, among others.
     {noreply, State}.
+
+-spec name(atom() | binary()) -> binary().
+name(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
+name(Name) -> Name.
 
 -spec target(stdout | stderr, pid() | undefined, map()) -> {io, pid()} | logger | nowhere.
 target(stderr, _Leader, #{stderr := logger}) ->

@@ -12,6 +12,7 @@ static struct {
     pthread_cond_t cond;
     request_t *head;
     request_t *deadlines; /* requests with a deadline, linked through deadline_next */
+    long long next_deadline_ns; /* the earliest the watch waits for (0: none) */
     cancel_options_t options;
 } watch = {
     .mutex = PTHREAD_MUTEX_INITIALIZER,
@@ -97,7 +98,11 @@ cancel_at_deadline(request_t *req)
             watch.deadlines->deadline_prev = req;
         }
         watch.deadlines = req;
-        pthread_cond_signal(&watch.cond);
+        /* The watch need only wake for a deadline earlier than the one it waits for. */
+        if (watch.next_deadline_ns == 0 || req->deadline_ns < watch.next_deadline_ns) {
+            watch.next_deadline_ns = req->deadline_ns;
+            pthread_cond_signal(&watch.cond);
+        }
     }
     pthread_mutex_unlock(&watch.mutex);
 }
@@ -274,6 +279,7 @@ cancel_serve(PyThreadState *tstate)
             pthread_cond_wait(&watch.cond, &watch.mutex);
         }
         n = take_expired_deadlines(due, MAX_DUE, &next_deadline_ns);
+        watch.next_deadline_ns = n > 0 ? 0 : next_deadline_ns;
         if (n > 0) {
             /* Cancelled without the watch lock: a running one is watched (cancel_watch). */
             pthread_mutex_unlock(&watch.mutex);

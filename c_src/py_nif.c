@@ -120,6 +120,9 @@ start_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
 }
 
+/* The longest deadline submit/5 keeps: about a century. */
+#define SUBMIT_MAX_TIMEOUT_MS (100LL * 365 * 24 * 3600 * 1000)
+
 /* submit's work: copy the payload into a request and queue it. */
 static ERL_NIF_TERM
 submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -154,8 +157,11 @@ submit_copy_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
             enif_release_resource(req);
             return enif_make_badarg(env);
         }
-        req->deadline_ns = monotonic_ns() + timeout_ms * 1000000LL;
-        cancel_at_deadline(req);
+        /* Past a century it is no deadline (and ns would overflow). */
+        if (timeout_ms < SUBMIT_MAX_TIMEOUT_MS) {
+            req->deadline_ns = monotonic_ns() + timeout_ms * 1000000LL;
+            cancel_at_deadline(req);
+        }
     }
     term = enif_make_resource(env, req); /* keeps req alive through this call */
     spin_us = worker_pool_push(req);

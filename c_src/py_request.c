@@ -359,16 +359,14 @@ request_expire(request_t *req)
 
     request_lock();
     if (req->state != REQ_DONE && !req->cancelled) {
-        if (req->armed) {
-            msg_env = enif_alloc_env();
-            if (msg_env != NULL) {
-                msg = enif_make_tuple3(msg_env, ATOMS.py_result,
-                                       enif_make_copy(msg_env, req->arm_ref),
-                                       make_error(msg_env, ATOMS.timeout));
-                req->message_sent = true;
-                req->delivered = true;
-            }
+        msg_env = req->armed ? enif_alloc_env() : NULL;
+        if (msg_env != NULL) {
+            msg = enif_make_tuple3(msg_env, ATOMS.py_result, enif_make_copy(msg_env, req->arm_ref),
+                                   make_error(msg_env, ATOMS.timeout));
+            req->message_sent = true;
+            req->delivered = true;
         } else {
+            /* Not armed (or no memory to tell it now): its next poll or arm says so. */
             req->expired = true;
             atomic_store_explicit(&req->ready, true, memory_order_release);
         }

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "py_cancel.h"
 #include "py_convert.h"
 #include "py_error.h"
 #include "py_object.h"
@@ -11,6 +12,9 @@
  * and the stream queues its next pump behind the requests that came meanwhile. */
 #define PUMP_BATCH_ITEMS 1024
 #define PUMP_BATCH_NS 5000000LL
+/* How long closing an iterator (a generator's `finally') may take before it is cancelled
+ * like a timed-out call, and its worker given up if it runs on (docs/runtime.md). */
+#define STREAM_CLOSE_TIMEOUT_MS 5000LL
 /* The most credit a stream can have (active => N, summed). */
 #define STREAM_MAX_ACTIVE 2147483647L
 
@@ -34,7 +38,8 @@ typedef struct stream {
     request_t *pump;    /* that pump (a reference kept) */
     bool cancelled;     /* py:stream_cancel or the consumer's death */
     bool ended;         /* done or error sent */
-    bool closed;        /* the iterator was closed and dropped */
+    bool closing;       /* the next pump closes the iterator instead */
+    bool closed;        /* the iterator was closed and dropped (or given to the releaser) */
 } stream_t;
 
 /* What one pump carries from item to item. */
@@ -52,6 +57,7 @@ static ERL_NIF_TERM atom_done;
 static ERL_NIF_TERM atom_passive;
 
 static void stream_cancel(stream_t *stream);
+static void close_iterator(stream_t *stream);
 
 static void
 stream_dtor(ErlNifEnv *env, void *res)
@@ -118,7 +124,23 @@ schedule_locked(stream_t *stream)
     }
     stream->pumping = true;
     stream->pump = pump; /* request_new_internal's reference */
+    if (stream->closing) {
+        /* A `finally' that never ends must not keep its worker for good. */
+        pump->deadline_ns = monotonic_ns() + STREAM_CLOSE_TIMEOUT_MS * 1000000LL;
+        cancel_at_deadline(pump);
+    }
     (void)worker_pool_push(pump);
+}
+
+/* Stream lock held, no pump: queues the pump that closes the iterator, unless it is closed
+ * already or being closed. */
+static void
+schedule_close_locked(stream_t *stream)
+{
+    if (!stream->closing && !stream->closed) {
+        stream->closing = true;
+        schedule_locked(stream);
+    }
 }
 
 ERL_NIF_TERM
@@ -129,6 +151,7 @@ stream_create(ErlNifEnv *env, request_t *req, PyObject *iterable, long active)
     PyObject *iter = is_async ? async->am_aiter(iterable) : PyObject_GetIter(iterable);
     stream_t *stream;
     ERL_NIF_TERM term;
+    bool monitored;
 
     if (iter == NULL) {
         return 0;
@@ -157,18 +180,39 @@ stream_create(ErlNifEnv *env, request_t *req, PyObject *iterable, long active)
     }
     /* The consumer's death closes the stream. One that is dead already: no pump is
      * queued, and the iterator is closed when the stream is dropped. */
-    stream->monitored = enif_monitor_process(NULL, stream, &stream->consumer,
-                                             &stream->monitor) == 0;
-    term = enif_make_resource(env, stream);
+    monitored = enif_monitor_process(NULL, stream, &stream->consumer, &stream->monitor) == 0;
     enif_mutex_lock(stream->mutex);
-    if (!stream->monitored) {
+    stream->monitored = monitored;
+    if (!monitored) {
         stream->cancelled = true;
-    } else if (active != 0) {
-        schedule_locked(stream);
     }
     enif_mutex_unlock(stream->mutex);
-    enif_release_resource(stream); /* term keeps it */
+    term = enif_make_resource(env, stream);
+    /* req keeps it for stream_started, which runs once its caller has Ref or never will. */
+    req->stream = stream;
     return term;
+}
+
+void
+stream_started(request_t *req, bool cancelled)
+{
+    stream_t *stream = req->stream;
+
+    enif_mutex_lock(stream->mutex);
+    if (cancelled) {
+        /* py:stream timed out (or its caller died) as the stream was made: the caller never
+         * gets Ref, and nothing may be sent to it. */
+        stream->cancelled = true;
+    }
+    if (!stream->pumping) {
+        if (stream->cancelled) {
+            schedule_close_locked(stream);
+        } else if (stream->active != 0) {
+            /* (Had the caller given credit already, its stream_active would pump.) */
+            schedule_locked(stream);
+        }
+    }
+    enif_mutex_unlock(stream->mutex);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -304,7 +348,19 @@ stream_pump(request_t *req)
 {
     pump_t pump = {.stream = req->stream, .started_ns = monotonic_ns()};
     stream_t *stream = req->stream;
+    bool closing;
 
+    enif_mutex_lock(stream->mutex);
+    closing = stream->closing;
+    enif_mutex_unlock(stream->mutex);
+    if (closing) {
+        /* Run as a request, so that a `finally' that hangs is cancelled at the close's
+         * deadline, and its worker given up, as any call's would be. */
+        if (stream->iter != NULL) {
+            close_iterator(stream);
+        }
+        return;
+    }
     if (stream->iter == NULL || !may_take(&pump)) {
         return;
     }
@@ -367,16 +423,21 @@ stream_pump_ended(request_t *req)
 {
     stream_t *stream = req->stream;
     request_t *pump;
-    bool close = false, demonitor = false;
+    bool demonitor = false;
 
     enif_mutex_lock(stream->mutex);
     pump = stream->pump;
     stream->pump = NULL;
     stream->pumping = false;
-    if (stream->cancelled || stream->ended) {
-        close = !stream->closed;
-        demonitor = close && stream->monitored;
+    if (stream->closing) {
+        /* The close ran, or was cancelled before it could: the releaser drops what is
+         * left when the stream goes. */
+        stream->closing = false;
         stream->closed = true;
+        demonitor = stream->monitored;
+        stream->monitored = false;
+    } else if (stream->cancelled || stream->ended) {
+        schedule_close_locked(stream);
     } else if (stream->active != 0) {
         /* The batch ended, or credit came while the pump ran out of it. */
         schedule_locked(stream);
@@ -387,9 +448,6 @@ stream_pump_ended(request_t *req)
     }
     if (demonitor) {
         (void)enif_demonitor_process(NULL, stream, &stream->monitor);
-    }
-    if (close && stream->iter != NULL) {
-        close_iterator(stream);
     }
 }
 
@@ -402,14 +460,14 @@ stream_cancel(stream_t *stream)
     request_t *running = NULL;
 
     enif_mutex_lock(stream->mutex);
-    if (!stream->cancelled && !stream->closed) {
+    /* An ended stream is being closed already. */
+    if (!stream->cancelled && !stream->ended && !stream->closing && !stream->closed) {
         stream->cancelled = true;
         if (stream->pumping) {
             running = stream->pump;
             enif_keep_resource(running);
         } else {
-            /* A pump that finds it cancelled: its end closes the iterator on a worker. */
-            schedule_locked(stream);
+            schedule_close_locked(stream);
         }
     }
     enif_mutex_unlock(stream->mutex);

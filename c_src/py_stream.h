@@ -24,10 +24,14 @@
 
 bool stream_init_resources(ErlNifEnv *env);
 
-/* Makes the stream of iterable (GIL held), for req's caller, and queues its first pump if
- * active is not 0. Returns the stream's reference built in env, or 0 with a Python
- * exception set (iterable is not iterable). */
+/* Makes the stream of iterable (GIL held), for req's caller, and keeps it in req->stream
+ * (a reference of req's) for stream_started. Returns the stream's reference built in env,
+ * or 0 with a Python exception set (iterable is not iterable). */
 ERL_NIF_TERM stream_create(ErlNifEnv *env, request_t *req, PyObject *iterable, long active);
+
+/* req, which made a stream, was answered (GIL held): the stream's first pump is queued; or
+ * req was cancelled meanwhile (its caller never gets Ref), and the iterator is closed. */
+void stream_started(request_t *req, bool cancelled);
 
 /* Runs a pump (GIL held): sends items while the credit lasts. */
 void stream_pump(request_t *pump);

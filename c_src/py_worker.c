@@ -611,8 +611,13 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
 {
     request_t *outer = ctx->current;
     ERL_NIF_TERM result;
+    bool cancelled;
 
     if (!request_start(req, ctx)) {
+        /* Cancelled before it ran: its deadline, if it has one, no longer matters. */
+        if (req->deadline_ns != 0) {
+            cancel_forget_deadline(req);
+        }
         if (req->kind == REQ_STREAM_PUMP) {
             stream_pump_ended(req);
         }
@@ -628,12 +633,15 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     /* The interpreter thread raises in RUNNING requests only while it holds the GIL, and
      * we hold it from here on: after request_finish no interrupt can be aimed at this
      * request, and one still pending from its cancellation is cleared here. */
-    if (request_finish(req, result)) {
+    cancelled = request_finish(req, result);
+    if (cancelled) {
         PyThreadState_SetAsyncExc(ctx->ident, NULL);
         PyErr_Clear();
     }
     if (req->kind == REQ_STREAM_PUMP) {
         stream_pump_ended(req);
+    } else if (req->kind == REQ_STREAM && req->stream != NULL) {
+        stream_started(req, cancelled);
     }
     enif_release_resource(req);
 }

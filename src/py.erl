@@ -51,6 +51,7 @@
 %% How long a Python thread waiting in erlang.call spins before it sleeps (WAIT_SPIN_NS in
 %% c_src/py_callback.c).
 -define(THREAD_SPIN_MICROSECONDS, 20).
+-define(CENTURY_MS, 3153600000000).
 %% The longest wait `receive ... after' takes.
 -define(MAX_AFTER, 16#FFFFFFFF).
 
@@ -313,8 +314,9 @@ async_call(Module, Function, Args, Kwargs, Options)
     case options(Options) of
         {ok, Timeout, Flags, _} ->
             Payload = {Module, Function, Args, Kwargs},
+            %% A timeout past a century is none (the NIF takes a 64-bit one).
             Submitted = case Timeout of
-                            infinity ->
+                            _ when Timeout =:= infinity; Timeout > ?CENTURY_MS ->
                                 py_nif:submit(call, Payload, group_leader(), Flags bor ?DETACHED);
                             _ ->
                                 py_nif:submit(call, Payload, group_leader(), Flags bor ?DETACHED,

@@ -12,7 +12,7 @@ all() ->
     [returns_what_call_would, four_sleeps_overlap, await_timeout_cancels,
      own_timeout_without_await, own_timeout_while_awaiting, awaited_twice, caller_death_cancels,
      callbacks_run_without_the_caller, options_apply, wait_ignores_the_mailbox,
-     cast_runs, cast_error_is_logged, cast_outlives_its_caller, bad_arguments].
+     cast_runs, cast_error_is_logged, cast_outlives_its_caller, huge_timeouts, bad_arguments].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -169,6 +169,11 @@ cast_outlives_its_caller(_Config) ->
     end),
     receive {'DOWN', Monitor, process, Pid, normal} -> ok end,
     ?assert(py_test_wait:until(fun() -> state(<<"cast_orphan">>) =:= <<"finished">> end)).
+
+%% @doc A timeout too long to be a deadline is none; a huge await timeout too.
+huge_timeouts(_Config) ->
+    {ok, Ref} = py:async_call(operator, add, [1, 2], #{}, 1 bsl 80),
+    ?assertEqual({ok, 3}, py:await(Ref, 1 bsl 80)).
 
 bad_arguments(_Config) ->
     ?assertEqual({error, {badarg, {module, 1}}}, py:async_call(1, f, [])),

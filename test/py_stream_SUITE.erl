@@ -15,7 +15,7 @@ all() ->
      parked_streams_hold_no_worker, error_in_the_middle, not_iterable, call_errors,
      items_as_objects, detailed_stream_errors, async_generator, async_generator_cancel,
      callbacks_from_a_generator, output_goes_to_the_consumer, closed_stream_refuses_credit,
-     bad_arguments].
+     timed_out_stream_sends_nothing, hanging_finally_loses_no_worker, bad_arguments].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -64,6 +64,18 @@ async def st_async_slow(key):
 def st_callbacks(n):
     for i in range(n):
         yield _erlang.call('st_double', i)
+def st_late(key):
+    try:
+        _time.sleep(0.3)
+    except BaseException:
+        pass
+    return st_endless(key)
+def st_stubborn():
+    try:
+        while True:
+            yield 1
+    finally:
+        _time.sleep(8)
 def st_printing():
     print('from the generator')
     yield 1
@@ -310,6 +322,30 @@ closed_stream_refuses_credit(_Config) ->
     ?assertEqual({[0], done}, collect(Ref)),
     ?assertEqual({error, closed}, py:stream_active(Ref, 1)),
     ?assertEqual(ok, py:stream_cancel(Ref)).
+
+%% @doc A py:stream that timed out as its function returned: the caller never got Ref, and
+%% no item is ever sent to it.
+timed_out_stream_sends_nothing(_Config) ->
+    Key = <<"timed_out">>,
+    ?assertEqual({error, timeout}, py:stream('__main__', st_late, [Key], #{}, #{timeout => 50})),
+    receive
+        {py_stream, _, _} = Message -> ct:fail({unexpected, Message})
+    after 600 ->
+        ok
+    end,
+    ?assertEqual(none, state(Key)),
+    ?assert(py_test_wait:until(fun() -> maps:get(busy, py:info()) =:= 0 end)).
+
+%% @doc A generator whose `finally' hangs when it is closed: the close is a request with a
+%% deadline (5 s), cancelled there, and its worker given up a second later and replaced.
+hanging_finally_loses_no_worker(_Config) ->
+    #{given_up_total := Before, workers := Workers} = py:info(),
+    {ok, Ref} = py:stream('__main__', st_stubborn, [], #{}, #{active => 1}),
+    ?assertEqual({[1], passive}, collect(Ref)),
+    ok = py:stream_cancel(Ref),
+    ?assert(py_test_wait:until(fun() -> maps:get(given_up_total, py:info()) > Before end, 500)),
+    ?assertEqual(Workers, maps:get(workers, py:info())),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, 1000)).
 
 bad_arguments(_Config) ->
     ?assertEqual({error, {badarg, {module, 1}}}, py:stream(1, f, [])),

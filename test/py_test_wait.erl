@@ -3,7 +3,7 @@
 %% 20 ms for up to 5 s, then giving its last answer.
 -module(py_test_wait).
 
--export([until/1]).
+-export([until/1, until/2]).
 
 -spec until(fun(() -> boolean())) -> boolean().
 until(Check) ->

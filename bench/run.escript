@@ -174,6 +174,7 @@ run_all() ->
     AsyncioCost = asyncio_cost(),
     LoggingCost = sub_bench("logging.escript"),
     ObjectsCost = sub_bench("objects.escript"),
+    PoolsCost = sub_bench("pools.escript"),
     #{port => Port, msg => Msg, call1 => Call1, blocks => Blocks, call4 => Call4, call16 => Call16, eval => Eval,
       paced => Paced, cpu => Cpu,
       echo => Echo, during => During, during_py => DuringPy, callbacks => Callbacks,
@@ -181,6 +182,7 @@ run_all() ->
       sandbox_cost => SandboxCost, ports_cost => PortsCost,
       cancel_recovery => CancelRecovery, submit_cost => SubmitCost, load_cost => LoadCost,
       asyncio_cost => AsyncioCost, logging_cost => LoggingCost, objects_cost => ObjectsCost,
+      pools_cost => PoolsCost,
       foreign => Foreign}.
 
 %% Times F N times; a list of µs (floats).
@@ -667,6 +669,13 @@ report(Root, R, Seconds, Load0, Load1) ->
      case maps:get(objects_cost, R) of
          {ok, ObjectsTable} -> ObjectsTable;
          {error, Why8} -> ["(not measured: ", Why8, ")\n"]
+     end,
+     "\n## Pools: other OS processes, other nodes (issue 12)\n\n",
+     "bench/pools.escript, in a VM of its own (distributed, with one peer node). docs/pools.md\n"
+     "says what each mode is for.\n\n",
+     case maps:get(pools_cost, R) of
+         {ok, PoolsTable} -> PoolsTable;
+         {error, Why9} -> ["(not measured: ", Why9, ")\n"]
      end
     ].
 

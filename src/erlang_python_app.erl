@@ -16,7 +16,8 @@ start(_Type, _Args) ->
                     ok = os:set_signal(sigalrm, handle),
                     start_steps([fun check_output_env/0, fun set_python_path/0,
                                  fun set_subprocess_mode/0, fun erlang_python_sup:start_link/0,
-                                 fun install_output/0, fun install_logging/0]);
+                                 fun install_output/0, fun install_logging/0,
+                                 fun py_pool_sup:start_configured/0]);
                 {error, Reason} ->
                     {error, {python_start_failed, Reason}}
             end;

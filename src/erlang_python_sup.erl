@@ -1,7 +1,7 @@
 %% @private The function registry, the dispatcher of callbacks from Python threads that
 %% run no py:call, the starter of event loop drivers (py_event_loop), the writer of Python's
-%% output (py_output), the log of the pool's events, the port programs kept for reuse, and the
-%% supervisor of long-running OS commands (port helpers).
+%% output (py_output), the log of the pool's events, the port programs kept for reuse, the
+%% supervisor of long-running OS commands (port helpers), and that of the named pools.
 -module(erlang_python_sup).
 -behaviour(supervisor).
 
@@ -21,6 +21,8 @@ init([]) ->
         #{id => py_pool_events, start => {py_pool_events, start_link, []}},
         #{id => py_exec_pool, start => {py_exec_pool, start_link, []}},
         #{id => py_port_worker_sup, start => {py_port_worker_sup, start_link, []},
-          type => supervisor}
+          type => supervisor},
+        #{id => py_pool_sup, start => {py_pool_sup, start_link, []}, type => supervisor,
+          shutdown => infinity}
     ],
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.

@@ -25,6 +25,8 @@
          to_term/2, is_object/1]).
 -export([stream/3, stream/4, stream/5, stream_active/2, stream_cancel/1]).
 -export([async_call/3, async_call/4, async_call/5, await/1, await/2, cast/3, cast/4]).
+-export([start_pool/2, stop_pool/1, pools/0]).
+-export([pool_async_run/7]).
 -export([version/0, executable/0, sys_path/0, add_path/1, sync_log_level/0, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
@@ -70,9 +72,10 @@
 -opaque object() :: {'$py_object', reference()}.
 %% The options of a call (docs/objects.md, "Options"): a plain timeout is `#{timeout => T}'.
 -type options() :: #{timeout => timeout_ms(), return => term | object,
-                     errors => brief | detailed}.
+                     errors => brief | detailed, pool => atom()}.
 -type stream_options() :: #{timeout => timeout_ms(), return => term | object,
-                            errors => brief | detailed, active => pos_integer() | boolean()}.
+                            errors => brief | detailed, active => pos_integer() | boolean(),
+                            pool => default}.
 -type stream() :: reference().
 -type async_ref() :: reference().
 -export_type([name/0, code/0, timeout_ms/0, python_error/0, error_reason/0, path_entry/0,
@@ -105,7 +108,8 @@ call(Module, Function, Args, Kwargs, Timeout)
 call(Module, Function, Args, Kwargs, Options)
   when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs), is_map(Options) ->
     case options(Options) of
-        {ok, Timeout, Flags, _} -> request(call, {Module, Function, Args, Kwargs}, Timeout, Flags);
+        {ok, Timeout, Flags, Extra} ->
+            dispatch(call, {Module, Function, Args, Kwargs}, Timeout, Flags, Extra);
         Error -> Error
     end;
 call(Module, Function, Args, Kwargs, Options) ->
@@ -129,7 +133,8 @@ eval(Code, Locals) ->
 -spec eval(code(), map(), timeout_ms() | options()) -> {ok, term()} | {error, error_reason()}.
 eval(Code, Locals, Options) when is_map(Locals) ->
     case {source(Code), options(Options)} of
-        {{ok, Source}, {ok, Timeout, Flags, _}} -> request(eval, {Source, Locals}, Timeout, Flags);
+        {{ok, Source}, {ok, Timeout, Flags, Extra}} ->
+            dispatch(eval, {Source, Locals}, Timeout, Flags, Extra);
         {{error, _} = Error, _} -> Error;
         {_, Error} -> Error
     end;
@@ -147,7 +152,7 @@ exec(Code) ->
 -spec exec(code(), timeout_ms() | options()) -> ok | {error, error_reason()}.
 exec(Code, Options) ->
     case {source(Code), options(Options)} of
-        {{ok, Source}, {ok, Timeout, Flags, _}} -> request(exec, Source, Timeout, Flags);
+        {{ok, Source}, {ok, Timeout, Flags, Extra}} -> dispatch(exec, Source, Timeout, Flags, Extra);
         {{error, _} = Error, _} -> Error;
         {_, Error} -> Error
     end.
@@ -201,8 +206,8 @@ to_term(Object) ->
 -spec to_term(object(), timeout_ms() | options()) -> {ok, term()} | {error, error_reason()}.
 to_term(Object, Options) when ?IS_OBJECT(Object) ->
     case options(Options) of
-        {ok, Timeout, Flags, _} ->
-            request(to_term, Object, Timeout, Flags band bnot ?RETURN_OBJECT);
+        {ok, Timeout, Flags, Extra} ->
+            dispatch(to_term, Object, Timeout, Flags band bnot ?RETURN_OBJECT, Extra);
         Error ->
             Error
     end;
@@ -220,7 +225,7 @@ is_object(_) -> false.
     {ok, term()} | {error, error_reason()}.
 object_request(Kind, Payload, Options) ->
     case options(Options) of
-        {ok, Timeout, Flags, _} -> request(Kind, Payload, Timeout, Flags);
+        {ok, Timeout, Flags, Extra} -> dispatch(Kind, Payload, Timeout, Flags, Extra);
         Error -> Error
     end.
 
@@ -250,6 +255,9 @@ stream(Module, Function, Args, Kwargs) ->
 stream(Module, Function, Args, Kwargs, Options)
   when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs) ->
     case options(Options, true) of
+        {ok, _, _, #{pool := Pool}} when Pool =/= default ->
+            %% Its items are sent by the VM's workers to the caller (docs/streams.md).
+            {error, {badarg, {option, {pool, Pool}}}};
         {ok, Timeout, Flags, Extra} ->
             Active = case maps:get(active, Extra, true) of
                          true -> -1;
@@ -312,6 +320,8 @@ async_call(Module, Function, Args, Kwargs) ->
 async_call(Module, Function, Args, Kwargs, Options)
   when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs) ->
     case options(Options) of
+        {ok, _, _, #{pool := Pool}} when Pool =/= default ->
+            pool_async_call(Module, Function, Args, Kwargs, Options);
         {ok, Timeout, Flags, _} ->
             Payload = {Module, Function, Args, Kwargs},
             %% A timeout past a century is none (the NIF takes a 64-bit one).
@@ -346,14 +356,50 @@ await(Ref) ->
 -spec await(async_ref(), timeout_ms()) ->
     ok | {ok, term()} | {error, error_reason() | already_awaited}.
 await(Ref, Timeout) when is_reference(Ref), ?IS_TIMEOUT(Timeout) ->
+    case erase({?MODULE, async, Ref}) of
+        undefined -> await_request(Ref, Timeout);
+        Pid -> await_process(Ref, Pid, Timeout)
+    end;
+await(Ref, Timeout) ->
+    check([{ref, Ref, fun is_reference/1}, {timeout, Timeout, fun is_timeout/1}]).
+
+await_request(Ref, Timeout) ->
     try sleep(Ref, deadline(Timeout)) of
         gone -> {error, already_awaited};
         Result -> Result
     catch
         error:badarg -> {error, {badarg, {ref, Ref}}}
-    end;
-await(Ref, Timeout) ->
-    check([{ref, Ref, fun is_reference/1}, {timeout, Timeout, fun is_timeout/1}]).
+    end.
+
+%% An async call on a named pool runs in a process of its own, which makes the call and
+%% sends the answer; Ref is its monitor.
+-spec pool_async_call(name(), name(), [term()], map(), options()) -> {ok, async_ref()}.
+pool_async_call(Module, Function, Args, Kwargs, Options) ->
+    Caller = self(),
+    Leader = group_leader(),
+    {Pid, Ref} = spawn_monitor(?MODULE, pool_async_run,
+                               [Caller, Leader, Module, Function, Args, Kwargs, Options]),
+    put({?MODULE, async, Ref}, Pid),
+    {ok, Ref}.
+
+%% @private The process of pool_async_call/5: its exit reason carries the result.
+-spec pool_async_run(pid(), pid(), name(), name(), [term()], map(), options()) -> no_return().
+pool_async_run(Caller, Leader, Module, Function, Args, Kwargs, Options) ->
+    true = group_leader(Leader, self()),
+    Watch = erlang:monitor(process, Caller),
+    Result = call(Module, Function, Args, Kwargs, Options),
+    receive {'DOWN', Watch, process, _, _} -> exit(normal) after 0 -> ok end,
+    exit({?MODULE, async_result, Result}).
+
+await_process(Ref, Pid, Timeout) ->
+    receive
+        {'DOWN', Ref, process, Pid, {?MODULE, async_result, Result}} -> Result;
+        {'DOWN', Ref, process, Pid, Reason} -> {error, {async_call_exited, Reason}}
+    after min(Timeout, ?MAX_AFTER) ->
+        erlang:demonitor(Ref, [flush]),
+        exit(Pid, kill),
+        {error, timeout}
+    end.
 
 %% @equiv cast(Module, Function, Args, #{})
 -spec cast(name(), name(), [term()]) -> ok | {error, error_reason()}.
@@ -376,6 +422,26 @@ cast(Module, Function, Args, Kwargs) ->
            {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1}]).
 
 %% ---------------------------------------------------------------------------
+%% Pools (docs/pools.md)
+
+%% @doc Starts a named pool: Python in OS processes of its own (`mode => process', the
+%% default) or on other nodes (`nodes => [Node]'); calls reach it with `#{pool => Name}'.
+%% See py_pool:start_pool/2 for the options.
+-spec start_pool(atom(), py_pool:options()) -> {ok, pid()} | {error, term()}.
+start_pool(Name, Options) ->
+    py_pool:start_pool(Name, Options).
+
+%% @doc Stops a named pool and its workers.
+-spec stop_pool(atom()) -> ok | {error, not_found}.
+stop_pool(Name) ->
+    py_pool:stop_pool(Name).
+
+%% @doc The pools: `default' (the VM's own) and the named ones running.
+-spec pools() -> [atom()].
+pools() ->
+    py_pool:pools().
+
+%% ---------------------------------------------------------------------------
 %% Options
 
 %% A timeout, or a map of options: the timeout, the request's flags, and the other options
@@ -393,7 +459,7 @@ options(Options) ->
 options(Timeout, _) when ?IS_TIMEOUT(Timeout) ->
     {ok, Timeout, 0, #{}};
 options(Options, Stream) when is_map(Options) ->
-    options(maps:to_list(Options), ?DEFAULT_TIMEOUT, 0, #{stream => Stream});
+    options(maps:to_list(Options), ?DEFAULT_TIMEOUT, 0, #{stream => Stream, options => Options});
 options(Options, _) ->
     {error, {badarg, {timeout, Options}}}.
 
@@ -412,6 +478,8 @@ options([{errors, detailed} | Rest], Timeout, Flags, Extra) ->
 options([{active, Active} | Rest], Timeout, Flags, #{stream := true} = Extra)
   when ?IS_ACTIVE(Active) ->
     options(Rest, Timeout, Flags, Extra#{active => Active});
+options([{pool, Pool} | Rest], Timeout, Flags, Extra) when is_atom(Pool) ->
+    options(Rest, Timeout, Flags, Extra#{pool => Pool});
 options([Option | _], _, _, _) ->
     {error, {badarg, {option, Option}}}.
 
@@ -557,6 +625,16 @@ request(Kind, Payload, Timeout, Flags) ->
         {ok, Request, SpinMicros} -> wait(Request, deadline(Timeout), SpinMicros);
         {error, not_started} = Error -> Error
     end.
+
+%% A request on the pool the options name: the VM's own (`default'), or a named one
+%% (py_pool, docs/pools.md).
+-spec dispatch(py_nif:kind(), term(), timeout_ms(), py_nif:flags(), map()) ->
+    ok | {ok, term()} | {error, term()}.
+dispatch(Kind, Payload, Timeout, Flags, #{pool := Pool} = Extra) when Pool =/= default ->
+    py_pool:request(Pool, Kind, Payload, Timeout, Flags,
+                    maps:remove(pool, maps:get(options, Extra, #{})));
+dispatch(Kind, Payload, Timeout, Flags, _Extra) ->
+    request(Kind, Payload, Timeout, Flags).
 
 %% Inside a callback, to the Python thread that waits for it (see py_callback).
 -spec submit(py_nif:kind(), term(), py_nif:flags()) ->

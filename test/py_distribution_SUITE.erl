@@ -12,7 +12,8 @@
 
 all() ->
     [erpc_call_runs_python_on_the_other_node, python_calls_back_a_function_registered_there,
-     pids_and_references_cross_nodes, python_errors_cross_as_values].
+     pids_and_references_cross_nodes, python_errors_cross_as_values,
+     node_pool_spreads_calls_and_survives_a_node_down].
 
 init_per_suite(Config) ->
     EpmdWasRunning = epmd_running(),
@@ -70,6 +71,59 @@ pids_and_references_cross_nodes(Config) ->
 python_errors_cross_as_values(Config) ->
     ?assertMatch({error, {'ZeroDivisionError', _, _}}, on_client(Config, py, eval, [<<"1 / 0">>])),
     ?assertEqual({error, {badarg, {timeout, -1}}}, on_client(Config, py, eval, [<<"1">>, #{}, -1])).
+
+%% @doc A pool of nodes (docs/pools.md): the client's calls with `#{pool => Name}' are
+%% spread over the servers, and a node that goes down fails its call in flight with {nodedown, Node} while the pool goes on
+%% with the other.
+node_pool_spreads_calls_and_survives_a_node_down(Config) ->
+    Paths = [Dir || Dir <- code:get_path(), string:find(Dir, "_build") =/= nomatch],
+    Suffix = integer_to_list(erlang:unique_integer([positive])),
+    {ok, Second, SecondNode} = peer:start(#{name => "py_dist_second_" ++ Suffix,
+                                            connection => standard_io, args => ["-pa" | Paths]}),
+    try
+        {ok, _} = peer:call(Second, application, ensure_all_started, [erlang_python]),
+        Client = ?config(client, Config),
+        First = ?config(server_node, Config),
+        Nodes = [First, SecondNode],
+        Result = peer:call(Client, erlang, apply, [fun() -> node_pool_client(Nodes) end, []],
+                           60000),
+        ?assertMatch({ok, _}, Result),
+        {ok, #{pids := Pids, in_flight := InFlight}} = Result,
+        ?assertEqual(2, length(lists:usort(Pids))),
+        ?assertEqual(1, length([R || R <- InFlight, R =:= {error, {nodedown, SecondNode}}]))
+    after
+        catch peer:stop(Second)
+    end.
+
+%% Runs on the client node.
+node_pool_client([First, Second] = Nodes) ->
+    {ok, _} = application:ensure_all_started(erlang_python),
+    [true = net_kernel:connect_node(N) || N <- Nodes],
+    {ok, _} = py:start_pool(remote, #{nodes => Nodes}),
+    Pool = #{pool => remote},
+    Pids = [begin
+                {ok, P} = py:eval(<<"__import__('os').getpid()">>, #{}, Pool),
+                P
+            end || _ <- lists:seq(1, 4)],
+    %% Objects stay in one interpreter: no handles from a pool of nodes.
+    {error, {badarg, {option, {return, object}}}} =
+        py:eval(<<"[1, 2]">>, #{}, Pool#{return => object}),
+    %% Two long calls, one on each server; the second server goes down.
+    Refs = [begin
+                {ok, R} = py:async_call(time, sleep, [20], #{}, Pool#{timeout => 30000}),
+                R
+            end || _ <- [1, 2]],
+    timer:sleep(300),
+    Self = self(),
+    spawn(fun() -> Self ! {halted, catch erpc:call(Second, erlang, halt, [], 1000)} end),
+    receive {halted, _} -> ok end,
+    InFlight = [py:await(R, 1000) || R <- Refs],
+    %% The pool goes on with the first server.
+    After = [py:eval(<<"__import__('os').getpid()">>, #{}, Pool) || _ <- lists:seq(1, 4)],
+    [{ok, _}] = lists:usort([{ok, P} || {ok, P} <- After] ++ [E || {error, _} = E <- After]),
+    _ = First,
+    ok = py:stop_pool(remote),
+    {ok, #{pids => Pids, in_flight => InFlight}}.
 
 %% Internal
 

@@ -1,0 +1,349 @@
+"""A pool worker in ``mode => process`` (docs/pools.md): Python in an OS process of its own,
+serving one Erlang process (src/py_process_worker.erl) over a port.
+
+Frames are 4-byte big-endian lengths followed by a term in the external term format, read
+from fd 3 and written to fd 4 (the port's `nouse_stdio`), so that fds 1 and 2 stay those of
+the VM. Erlang to Python:
+
+    {run, Id, Kind, Payload, Detailed, Caller}   Kind: call | eval | exec; Payload a binary
+    {reply, Reply}                               the answer to this worker's callback, a
+                                                 binary
+
+(Payload and Reply travel as term_to_binary binaries of their own, decoded where their
+conversion errors belong: in the call, and in erlang.call.)
+
+and SIGUSR1 when the call running timed out or its caller died: CallCancelled is raised in it.
+
+Python to Erlang:
+
+    {ready, OsPid, Version}
+    {result, Id, Result}      Result: {ok, V} | ok | {error, {Type, Message, Traceback[, Info]}}
+    {callback, Name, Args}    erlang.call; answered by {reply, Reply}
+    {send, Dest, Term}        erlang.send
+    {output, Stream, Text}    what sys.stdout and sys.stderr were given
+
+A request that comes while this worker waits for a callback's reply is a nested call (the
+Erlang function called py:call back on this pool): it runs on top of the waiting one.
+"""
+
+import ctypes
+import os
+import select
+import struct
+import sys
+import threading
+import time
+import traceback
+
+_u32 = struct.Struct(">I")
+IN_FD = 3
+OUT_FD = 4
+# Deep enough for the converter's nesting, as the NIF's worker threads are.
+STACK_BYTES = 256 * 1024 * 1024
+RECURSION_LIMIT = 120000
+
+
+# After a frame, the next one is waited for by polling this long before sleeping in read:
+# a process woken from sleep costs tens of microseconds on a virtual machine, more than a
+# small call's own work, and calls that come back to back come sooner (docs/pools.md).
+SPIN_SECONDS = 0.00005
+
+
+class _Input:
+    """Frames from fd 3, read a buffer at a time (a frame's length and body usually come in
+    one read)."""
+
+    def __init__(self):
+        self.buffer = b""
+        os.set_blocking(IN_FD, False)
+
+    def fill(self):
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while True:
+            try:
+                chunk = os.read(IN_FD, 1 << 16)
+            except BlockingIOError:
+                if time.perf_counter() < deadline:
+                    continue
+                select.select([IN_FD], [], [])
+                continue
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+            return
+
+    def frame(self):
+        while len(self.buffer) < 4:
+            self.fill()
+        size = _u32.unpack_from(self.buffer)[0]
+        while len(self.buffer) < 4 + size:
+            self.fill()
+        body = self.buffer[4 : 4 + size]
+        self.buffer = self.buffer[4 + size :]
+        return body
+
+
+class Worker:
+    def __init__(self, etf, erlang):
+        self.etf = etf
+        self.erlang = erlang
+        self.write_lock = threading.Lock()
+        self.runner_ident = threading.get_ident()
+        self.input = _Input()
+        self.current = []  # (id, caller) of the calls running, innermost last
+
+    # -- frames
+
+    def write(self, term):
+        data = self.etf.encode(term)
+        with self.write_lock:
+            os.write(OUT_FD, _u32.pack(len(data)) + data)
+
+    def read(self):
+        """The next frame from the VM. Read by the thread that runs calls itself: a hand-off
+        from a reader thread cost a thread wake-up on every call."""
+        return self.etf.decode(self.input.frame())
+
+    def cancel(self, signum, frame):
+        """SIGUSR1, which the VM sends when the call running here timed out or its caller
+        died: CallCancelled in the thread that runs it. The handler runs on the main
+        thread, which only waits for that one."""
+        if self.current:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.runner_ident), ctypes.py_object(self.erlang.CallCancelled)
+            )
+
+    # -- what erlang.* does
+
+    def callback(self, name, args):
+        Atom = self.erlang.Atom
+        self.write((Atom("callback"), name, args))
+        while True:
+            frame = self.read()
+            if frame[0] == Atom("reply"):
+                return self.reply_value(self.etf.decode(frame[1]), name)
+            self.serve(frame)  # a nested call
+
+    def reply_value(self, reply, name):
+        erlang = self.erlang
+        if reply[0] is not None and reply[0] == "ok" and len(reply) == 2:
+            return reply[1]
+        if len(reply) == 2 and reply[1] == "unknown_function":
+            raise erlang.UnknownFunction(str(name))
+        _, kind, reason, formatted, stack = reply
+        raise erlang.ErlangException(kind, reason, formatted, stack)
+
+    def send(self, dest, term):
+        self.write((self.erlang.Atom("send"), dest, term))
+
+    def caller(self):
+        return self.current[-1][1] if self.current else None
+
+    # -- running requests
+
+    def serve(self, frame):
+        Atom = self.erlang.Atom
+        _, request_id, kind, payload, detailed, caller = frame
+        self.current.append((request_id, caller))
+        try:
+            result = self.run(kind, payload, detailed)
+            try:
+                self.write((Atom("result"), request_id, result))
+            except BaseException as exc:  # the result cannot be converted
+                self.write((Atom("result"), request_id, self.error(exc, detailed)))
+        finally:
+            self.current.pop()
+
+    def run(self, kind, payload, detailed):
+        Atom = self.erlang.Atom
+        try:
+            payload = self.etf.decode(payload)
+            if kind == "call":
+                module, function, args, kwargs = payload
+                target = _lookup(str(module), str(function))
+                value = target(*args, **{str(k): v for k, v in kwargs.items()})
+                if _is_coroutine(value):
+                    import asyncio
+
+                    value = asyncio.run(value)
+                return (Atom("ok"), value)
+            if kind == "eval":
+                code, local_vars = payload
+                return (Atom("ok"), _run_source(code, local_vars, "eval"))
+            _run_source(payload, {}, "exec")
+            return Atom("ok")
+        except BaseException as exc:
+            return self.error(exc, detailed)
+
+    def error(self, exc, detailed):
+        from _erlang_impl import _process_errors
+
+        return (self.erlang.Atom("error"), _process_errors.describe(exc, detailed))
+
+
+def _is_coroutine(value):
+    return type(value).__name__ == "coroutine" and hasattr(value, "send")
+
+
+_main_namespace = None
+
+
+def _main():
+    global _main_namespace
+    if _main_namespace is None:
+        _main_namespace = sys.modules["__main__"].__dict__
+    return _main_namespace
+
+
+def _lookup(module_name, dotted):
+    import importlib
+
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = importlib.import_module(module_name)
+    target = module
+    for part in dotted.split("."):
+        target = getattr(target, part)
+    return target
+
+
+_code_cache = {}
+
+
+def _run_source(code, local_vars, mode):
+    if isinstance(code, bytes):
+        raise ValueError("source code must be UTF-8")
+    if "\0" in code:
+        raise ValueError("source code cannot contain null bytes")
+    key = (code, mode)
+    compiled = _code_cache.get(key)
+    if compiled is None:
+        try:
+            compiled = compile(code, "<py:" + mode + ">", mode)
+        except SyntaxError:
+            if mode != "eval":
+                raise
+            # Statements given to eval run as statements and give None.
+            compiled = compile(code, "<py:eval>", "exec")
+        if len(_code_cache) >= 512:
+            _code_cache.clear()
+        _code_cache[key] = compiled
+    namespace = _main()
+    if local_vars:
+        namespace = dict(namespace)
+        namespace.update({str(k): v for k, v in local_vars.items()})
+    return eval(compiled, namespace, namespace)
+
+
+class _Output:
+    """sys.stdout and sys.stderr: what is written goes to the caller's group leader, as a
+    frame to the Erlang side."""
+
+    def __init__(self, worker, stream):
+        self.worker = worker
+        self.stream = worker.erlang.Atom(stream)
+        self.encoding = "utf-8"
+        self.errors = "surrogatepass"
+
+    def write(self, text):
+        if text:
+            self.worker.write((self.worker.erlang.Atom("output"), self.stream, str(text)))
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+
+def _set_limits():
+    import resource
+
+    memory = os.environ.get("ERLANG_PYTHON_MEMORY_LIMIT")
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+
+
+def _cpu_limit():
+    seconds = os.environ.get("ERLANG_PYTHON_CPU_LIMIT")
+    return int(seconds) if seconds else None
+
+
+def main():
+    from _erlang_impl import _etf, _process_erlang
+
+    # One process group, killed whole by the pool. The VM starts port programs as session
+    # leaders already (then setpgrp is refused, and not needed).
+    if os.getpgrp() != os.getpid():
+        os.setpgrp()
+    _set_limits()
+    sys.modules["erlang"] = _process_erlang
+    worker = Worker(_etf, _process_erlang)
+    _process_erlang._worker = worker
+    sys.stdout = _Output(worker, "stdout")
+    sys.stderr = _Output(worker, "stderr")
+    _cancel_handler.append(worker.cancel)
+    Atom = _process_erlang.Atom
+    worker.write((Atom("ready"), os.getpid(), sys.version))
+    cpu_limit = _cpu_limit()
+    while True:
+        try:
+            frame = worker.read()
+        except EOFError:
+            os._exit(0)  # the VM closed the port
+        except BaseException:  # a CallCancelled that came once its call had answered
+            continue
+        if frame[0] != Atom("run"):
+            continue
+        if cpu_limit is not None:
+            import resource
+
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            spent = int(used.ru_utime + used.ru_stime) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (spent + cpu_limit, resource.RLIM_INFINITY))
+        try:
+            worker.serve(frame)
+        except BaseException:  # a CallCancelled that came late: the call has answered
+            pass
+
+
+# The worker's cancel, once it exists (SIGUSR1 can come before).
+_cancel_handler = []
+
+
+def _on_sigusr1(signum, frame):
+    for cancel in _cancel_handler:
+        cancel(signum, frame)
+
+
+def start():
+    import signal
+
+    # Started from the sandboxed interpreter's environment: the VM's port programs begin
+    # with no sys.path entry for the current directory, like the embedded interpreter.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    signal.signal(signal.SIGUSR1, _on_sigusr1)
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    threading.stack_size(STACK_BYTES)
+    runner = threading.Thread(target=_run_main, name="erlang_python_worker")
+    runner.start()
+    # The main thread only waits, so that SIGUSR1's handler runs at once.
+    while runner.is_alive():
+        runner.join(3600)
+
+
+def _run_main():
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc(file=sys.__stderr__)
+        os._exit(70)
+
+
+if __name__ == "__main__":
+    start()

@@ -17,7 +17,8 @@ all() ->
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
      other_pool_unaffected_by_a_long_c_call, async_call_on_a_pool, unsupported_options,
-     start_errors, stop_pool_leaves_nothing, pools_from_the_application_env].
+     start_errors, stop_pool_leaves_nothing, pools_from_the_application_env,
+     python_path_and_init, python_as_a_venv_directory].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(erlang_python),
@@ -325,4 +326,39 @@ pools_from_the_application_env(_Config) ->
                                                   [math, sqrt, [16], #{}, #{pool => boot_pool}]))
     after
         py_test_peer:stop(Peer)
+    end.
+
+%% @doc `python_path' puts directories on the workers' sys.path; `init' runs in every worker,
+%% replacements included.
+python_path_and_init(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "pool_modules"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    ok = file:write_file(filename:join(Dir, "pool_helper.py"), <<"def triple(x):\n    return 3 * x\n">>),
+    {ok, _} = py:start_pool(pool_paths, #{size => 2, python_path => [Dir],
+                                          init => <<"from pool_helper import triple\n">>}),
+    try
+        [?assertEqual({ok, 21}, py:eval(<<"triple(7)">>, #{}, #{pool => pool_paths}))
+         || _ <- lists:seq(1, 4)],
+        {error, {worker_exit, _}} = py:call(os, '_exit', [1], #{}, #{pool => pool_paths}),
+        [?assertEqual({ok, 21}, py:eval(<<"triple(7)">>, #{}, #{pool => pool_paths}))
+         || _ <- lists:seq(1, 4)]
+    after
+        py:stop_pool(pool_paths)
+    end,
+    ?assertMatch({error, {worker_start_failed, {init_failed, {'NameError', _, _, _}}}},
+                 py:start_pool(pool_bad_init, #{size => 1, init => <<"undefined_name">>})),
+    ?assertEqual({error, {badarg, {option, {python_path, ["/no/such/dir"]}}}},
+                 py:start_pool(pool_bad_path, #{python_path => ["/no/such/dir"]})).
+
+%% @doc `python' may name a venv's directory: its bin/python runs the workers.
+python_as_a_venv_directory(Config) ->
+    Venv = filename:join(?config(priv_dir, Config), "pool_venv"),
+    {ok, Python} = py:executable(),
+    "" = os:cmd(binary_to_list(Python) ++ " -m venv --without-pip " ++ Venv),
+    {ok, _} = py:start_pool(pool_venv, #{size => 1, python => Venv}),
+    try
+        {ok, Prefix} = py:eval(<<"__import__('sys').prefix">>, #{}, #{pool => pool_venv}),
+        ?assertEqual(filename:absname(Venv), binary_to_list(Prefix))
+    after
+        py:stop_pool(pool_venv)
     end.

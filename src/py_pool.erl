@@ -7,7 +7,7 @@
 %% hands each call to an idle worker (py_process_worker), which answers the caller directly.
 -module(py_pool).
 
--export([start_pool/2, stop_pool/1, pools/0, request/6, take_atom_budget/0]).
+-export([start_pool/2, stop_pool/1, pools/0, request/6, take_atom_budget/1]).
 -export([init_atom_budget/1, lookup/1, check_options/1]).
 
 -define(KEY(Name), {?MODULE, Name}).
@@ -123,9 +123,10 @@ process_request(Name, Manager, Kind, Payload, Timeout, Flags) ->
                     Worker when is_pid(Worker) -> {Worker, run};
                     _ -> {Manager, py_pool_request}
                 end,
-    %% The answer comes to an alias of a monitor of the manager (or worker): once the call
-    %% is over the alias is gone, and a late answer is dropped, never left in the mailbox.
-    Alias = erlang:monitor(process, To, [{alias, demonitor}]),
+    %% The answer comes to an alias of a monitor of the manager (or worker), which the answer
+    %% itself removes (reply_demonitor): once the call is over the alias is gone, and a late
+    %% answer is dropped, never left in the mailbox.
+    Alias = erlang:monitor(process, To, [{alias, reply_demonitor}]),
     To ! {Tag, Alias, Kind, Payload, Detailed, group_leader(), self()},
     receive
         {Alias, Result} ->
@@ -282,15 +283,15 @@ init_atom_budget(Limit) ->
         _ -> ok
     end.
 
-%% @private Whether one more atom may be made.
--spec take_atom_budget() -> boolean().
-take_atom_budget() ->
+%% @private Whether N more atoms may be made (and then they are counted).
+-spec take_atom_budget(non_neg_integer()) -> boolean().
+take_atom_budget(N) ->
     case persistent_term:get(?ATOMS, undefined) of
         undefined ->
             false;
         {Counter, Limit} ->
-            case atomics:add_get(Counter, 1, 1) =< Limit of
+            case atomics:add_get(Counter, 1, N) =< Limit of
                 true -> true;
-                false -> atomics:sub(Counter, 1, 1), false
+                false -> atomics:sub(Counter, 1, N), false
             end
     end.

@@ -35,7 +35,8 @@ init({Name, #{size := Size, start_timeout := Timeout} = Options}) ->
             {ok, #{name => Name, mode => process, options => Options, idle => Workers,
                    busy => #{}, queue => queue:new(), cancelled => #{}}};
         {error, Reason} ->
-            [exit(W, kill) || W <- Workers],
+            %% `shutdown', not `kill': a worker kills its Python process group on its way out.
+            [exit(W, shutdown) || W <- Workers],
             {stop, {worker_start_failed, Reason}}
     end.
 
@@ -81,6 +82,14 @@ handle_info({'EXIT', Worker, Reason}, #{mode := process, idle := Idle, busy := B
     %% The worker answered its callers itself before it exited; replace it (later, if it
     %% could not start: a Python that fails at once must not be restarted in a loop).
     S1 = S#{idle := lists:delete(Worker, Idle), busy := maps:remove(Worker, Busy)},
+    _ = case maps:find(Worker, Busy) of
+            {ok, Alias} when Reason =/= normal ->
+                %% In case it could not (it answers before it exits when it can): the
+                %% caller's alias drops a second answer.
+                Alias ! {Alias, {error, {worker_exit, Reason}}};
+            _ ->
+                ok
+        end,
     case Reason of
         {start_failed, _} ->
             erlang:send_after(?RESTART_DELAY_MS, self(), start_worker),
@@ -114,10 +123,17 @@ terminate(Reason, #{mode := process, name := Name, idle := Idle, busy := Busy}) 
 
 %% ---------------------------------------------------------------------------
 
-dispatch(Alias, Request, #{idle := [Worker | Idle], busy := Busy} = S) ->
+dispatch(Alias, Request, S) ->
+    Caller = element(7, Request),
+    case node(Caller) =:= node() andalso not is_process_alive(Caller) of
+        true -> S;  % its caller died while it waited: nobody wants it
+        false -> hand_out(Alias, Request, S)
+    end.
+
+hand_out(Alias, Request, #{idle := [Worker | Idle], busy := Busy} = S) ->
     Worker ! setelement(1, Request, run),
     S#{idle := Idle, busy := Busy#{Worker => Alias}};
-dispatch(Alias, Request, #{idle := [], queue := Queue} = S) ->
+hand_out(Alias, Request, #{idle := [], queue := Queue} = S) ->
     S#{queue := queue:in({Alias, Request}, Queue)}.
 
 next(Worker, #{queue := Queue, idle := Idle} = S) ->

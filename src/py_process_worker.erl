@@ -4,11 +4,12 @@
 %% (py_pool_manager), and the calls nested in it: a callback of that call that calls py:call on
 %% the same pool comes straight here, and the Python side serves it while it waits.
 %%
-%% A call's timeout or its caller's death cancels it: the Python side gets `{cancel, Id}' and
-%% raises CallCancelled; if the call is still running `give_up_after' ms later, the whole
-%% process group is killed and this process exits, and the manager starts a new worker. The
-%% Python process's death (a segfault, os._exit, a limit) ends this process too, its caller
-%% answered `{error, {worker_exit, Reason}}'.
+%% A call's timeout or its caller's death cancels it: its Id goes to the cancel file and the
+%% Python process gets SIGUSR1, which raises CallCancelled in that call; if the call is still
+%% running `give_up_after' ms later, the whole process group is killed and this process exits,
+%% and the manager starts a new worker. The Python process's death (a segfault, os._exit, a
+%% limit) ends this process too, its caller answered `{error, {worker_exit, Reason}}'. However
+%% this process ends, the Python process group is killed first (guarded/2).
 -module(py_process_worker).
 
 -export([start_link/3, init/4]).
@@ -26,74 +27,117 @@ init(Pool, Manager, Options, Manager) ->
     %% Its manager's end must kill the Python process group: one stuck in C never reads the
     %% port's end.
     process_flag(trap_exit, true),
-    StartTimeout = maps:get(start_timeout, Options),
-    Port = open(Options),
+    CancelFile = cancel_file(),
+    Port = try open(Options, CancelFile)
+           catch error:Why -> exit({start_failed, {open_port, Why}})
+           end,
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
+          calls => 0, stack => [], runners => #{}, cancel_file => CancelFile},
+    guarded(fun() -> start(S) end, S).
+
+%% Runs F (which never returns: it loops until it exits); whatever way it ends, the Python
+%% process group goes first, and calls still on the stack are answered.
+-spec guarded(fun(() -> no_return()), map()) -> no_return().
+guarded(F, #{os_pid := OsPid, port := Port, cancel_file := CancelFile}) ->
+    try
+        F()
+    catch
+        Class:Reason:Stack ->
+            _ = os:cmd("kill -KILL -" ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
+            _ = (catch port_close(Port)),
+            _ = file:delete(CancelFile),
+            Stacked = case get(stack) of undefined -> []; L -> L end,
+            reply_all(Stacked, {error, {worker_exit, exit_reason_of(Class, Reason)}}),
+            erlang:raise(Class, Reason, Stack)
+    end.
+
+exit_reason_of(exit, {worker_exit, Reason}) -> Reason;
+exit_reason_of(exit, Reason) -> Reason;
+exit_reason_of(Class, Reason) -> {Class, Reason}.
+
+start(#{port := Port, os_pid := OsPid, options := Options, manager := Manager} = S) ->
     receive
         {Port, {data, Frame}} ->
             case decode(Frame) of
                 {ready, OsPid, _Version} ->
-                    ok = run_init(Port, OsPid, Options),
+                    ok = run_init(Port, Options),
                     Manager ! {worker_started, self()},
-                    loop(#{pool => Pool, manager => Manager, port => Port, os_pid => OsPid,
-                           options => Options, calls => 0, stack => [], runners => #{}});
+                    loop(S);
                 Other ->
                     exit({start_failed, {unexpected, Other}})
             end;
         {Port, {exit_status, Status}} ->
             exit({start_failed, exit_reason(Status)})
-    after StartTimeout ->
+    after maps:get(start_timeout, Options) ->
         exit({start_failed, start_timeout})
     end.
 
+%% Where the Id of a call to cancel is written before SIGUSR1 (_process_worker.py).
+cancel_file() ->
+    Dir = case os:getenv("TMPDIR") of
+              false -> "/tmp";
+              "" -> "/tmp";
+              D -> D
+          end,
+    filename:join(Dir, "erlang_python_cancel." ++ os:getpid() ++ "."
+                       ++ integer_to_list(erlang:unique_integer([positive]))).
+
 %% The pool's `init' code, run in __main__ before the worker takes calls: what every worker
 %% of the pool, and every replacement, must have defined.
-run_init(Port, OsPid, #{init := Code, start_timeout := Timeout}) ->
+run_init(Port, #{init := Code, start_timeout := Timeout}) ->
     Id = make_ref(),
     true = port_command(Port, term_to_binary({run, Id, exec, term_to_binary(Code), true, self()})),
+    init_result(Port, Id, erlang:monotonic_time(millisecond) + Timeout);
+run_init(_Port, _Options) ->
+    ok.
+
+init_result(Port, Id, Deadline) ->
     receive
         {Port, {data, Frame}} ->
-            case binary_to_term(Frame) of
+            case decode(Frame) of
                 {result, Id, ok} ->
                     ok;
                 {result, Id, {error, Reason}} ->
-                    _ = os:cmd("kill -KILL -" ++ integer_to_list(OsPid)),
                     exit({start_failed, {init_failed, fix_error_reason(Reason)}});
+                {output, Stream, Text} ->
+                    %% What init prints goes where output of no call goes.
+                    _ = (catch py_output ! {Stream, undefined, Text}),
+                    init_result(Port, Id, Deadline);
                 Other ->
                     exit({start_failed, {unexpected, Other}})
             end;
         {Port, {exit_status, Status}} ->
             exit({start_failed, exit_reason(Status)})
-    after Timeout ->
-        _ = os:cmd("kill -KILL -" ++ integer_to_list(OsPid)),
+    after max(0, Deadline - erlang:monotonic_time(millisecond)) ->
         exit({start_failed, start_timeout})
-    end;
-run_init(_Port, _OsPid, _Options) ->
-    ok.
+    end.
 
 fix_error_reason(Reason) ->
     {error, Fixed} = fix_error({error, Reason}),
     Fixed.
 
-open(Options) ->
+open(Options, CancelFile) ->
     Python = maps:get(python, Options),
-
     PythonPath = lists:join(":", [filename:join(py_nif:priv_dir(), "python")
                                   | maps:get(python_path, Options)]),
     Env = [{"PYTHONPATH", unicode:characters_to_list(PythonPath)},
            {"PYTHONDONTWRITEBYTECODE", "1"},
+           {"ERLANG_PYTHON_CANCEL_FILE", CancelFile},
            {"ERLANG_PYTHON_MEMORY_LIMIT", limit(maps:get(memory_limit, Options))},
            {"ERLANG_PYTHON_CPU_LIMIT", limit(maps:get(cpu_limit, Options))}],
     open_port({spawn_executable, Python},
               [{args, ["-u", "-c", "from _erlang_impl import _process_worker as w; w.start()"]},
-               {env, Env}, {packet, 4}, binary, nouse_stdio,
-               exit_status]).
+               {env, Env}, {packet, 4}, binary, nouse_stdio, exit_status]).
 
 limit(infinity) -> false;
 limit(N) -> integer_to_list(N).
 
 %% ---------------------------------------------------------------------------
 
-loop(#{port := Port} = S) ->
+loop(#{port := Port, stack := Stack} = S) ->
+    %% For guarded/2, which answers the calls on the stack however this process ends.
+    _ = put(stack, Stack),
     receive
         {Port, {data, Frame}} ->
             loop(frame(decode(Frame), S));
@@ -110,9 +154,7 @@ loop(#{port := Port} = S) ->
         {kill, Alias} ->
             loop(kill(Alias, S));
         {Port, {exit_status, Status}} ->
-            Reason = exit_reason(Status),
-            reply_all(maps:get(stack, S), {error, {worker_exit, Reason}}),
-            exit({worker_exit, Reason})
+            exit({worker_exit, exit_reason(Status)})
     end.
 
 run(Alias, Kind, Payload, Detailed, Leader, Caller, #{port := Port, stack := Stack} = S) ->
@@ -120,16 +162,32 @@ run(Alias, Kind, Payload, Detailed, Leader, Caller, #{port := Port, stack := Sta
     true = port_command(Port, Frame),
     Call = #call{alias = Alias, caller = Caller, monitor = erlang:monitor(process, Caller),
                  leader = Leader},
+    _ = put(stack, [Call | Stack]),
     S#{stack := [Call | Stack]}.
 
 frame({result, Alias, Result}, #{stack := [#call{alias = Alias} = Call | Rest]} = S) ->
     ok = reply(Call, fix_error(Result)),
     true = erlang:demonitor(Call#call.monitor, [flush]),
+    _ = put(stack, Rest),
     done(S#{stack := Rest});
+frame({result, _Alias, _Result}, S) ->
+    %% A second answer to a call that answered (a cancellation landed as it wrote).
+    S;
 frame({callback, Name, Args}, S) ->
     callback(Name, Args, S);
 frame({send, Dest, Term}, S) ->
-    _ = (catch erlang:send(Dest, Term)),
+    %% As the VM's erlang.send: a local pid, or a registered name that exists; never an atom
+    %% made from Python's text. To anything else the message is dropped.
+    _ = case Dest of
+            Pid when is_pid(Pid), node(Pid) =:= node() -> Pid ! Term;
+            Name when is_binary(Name) ->
+                try binary_to_existing_atom(Name, utf8) of
+                    Atom -> catch Atom ! Term
+                catch
+                    error:_ -> ok
+                end;
+            _ -> ok
+        end,
     S;
 frame({output, Stream, Text}, #{stack := Stack} = S) ->
     Leader = case Stack of
@@ -141,8 +199,9 @@ frame({output, Stream, Text}, #{stack := Stack} = S) ->
 frame({atom_limit}, #{stack := Stack}) ->
     Error = {error, {'OverflowError', <<"atom limit reached: an erlang.Atom would create a new "
                                          "atom (limit set by the atom_limit application env)">>,
-                     <<>>}},
+                     <<"OverflowError: atom limit reached\n">>}},
     reply_all(Stack, Error),
+    put(stack, []),
     exit({worker_exit, atom_limit});
 frame(Other, _S) ->
     exit({bad_frame, Other}).
@@ -180,15 +239,17 @@ fix_info(#{} = Info) ->
 
 type(Name) when is_binary(Name) ->
     try binary_to_existing_atom(Name, utf8)
-    catch error:badarg -> Name
-    end.
+    catch error:_ -> Name  % no such atom, or too long for one
+    end;
+type(Other) ->
+    Other.
 
 %% A callback runs in a process of its own, where a py:call on this pool comes back here.
 callback(Name, Args, #{pool := Pool, runners := Runners} = S) ->
     Worker = self(),
     {Pid, Monitor} = spawn_monitor(fun() ->
         put({py_pool_waiter, Pool}, Worker),
-        Worker ! {callback_reply, self(), py_callback:reply(Name, Args)}
+        Worker ! {callback_reply, self(), reply_frame(py_callback:reply(Name, Args))}
     end),
     wait_callback(Pid, Monitor, S#{runners := Runners#{Monitor => Pid}}).
 
@@ -200,7 +261,7 @@ wait_callback(Pid, Monitor, #{port := Port} = S) ->
             send_reply(Reply, S),
             S#{runners := maps:remove(Monitor, maps:get(runners, S))};
         {'DOWN', Monitor, process, Pid, Reason} ->
-            send_reply(py_callback:error_reply(exit, Reason, []), S),
+            send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S),
             S#{runners := maps:remove(Monitor, maps:get(runners, S))};
         {Port, {data, Frame}} ->
             %% A nested call's result (or output) while the callback runs.
@@ -221,13 +282,21 @@ wait_callback(Pid, Monitor, #{port := Port} = S) ->
     end.
 
 send_reply(Reply, #{port := Port}) ->
-    true = port_command(Port, term_to_binary({reply, term_to_binary(Reply)})).
+    true = port_command(Port, term_to_binary({reply, Reply})).
+
+%% The value, and an error's reason, as binaries of their own: Python decodes each where its
+%% conversion errors belong (_process_worker.py, reply_value).
+reply_frame({ok, Value}) -> {ok, term_to_binary(Value)};
+reply_frame({error, Class, Reason, Formatted, Stack}) ->
+    {error, Class, term_to_binary(Reason), Formatted, Stack};
+reply_frame(Other) -> Other.
 
 %% The caller timed out (or died): CallCancelled in Python, and a kill if it runs on.
 cancel(Alias, #{stack := Stack, port := Port, options := Options} = S) ->
     case lists:keyfind(Alias, #call.alias, Stack) of
         #call{cancelled = false} = Call ->
             _ = Port,
+            ok = file:write_file(maps:get(cancel_file, S), term_to_binary(Alias)),
             _ = os:cmd("kill -USR1 " ++ integer_to_list(maps:get(os_pid, S)) ++ " 2>/dev/null"),
             erlang:send_after(maps:get(give_up_after, Options), self(), {kill, Alias}),
             S#{stack := lists:keyreplace(Alias, #call.alias, Stack, Call#call{cancelled = true})};
@@ -245,21 +314,16 @@ kill(Alias, #{stack := Stack} = S) ->
     case lists:keymember(Alias, #call.alias, Stack) of
         true ->
             reply_all(Stack, {error, {worker_exit, killed}}),
+            put(stack, []),
             stop({worker_exit, killed}, S);
         false ->
             S
     end.
 
-%% Kills the Python process group (what it started goes too) and exits; calls still waiting
-%% get {pool_down, Reason} (a killed worker answered its own already).
+%% Exits; guarded/2 kills the Python process group (what it started goes too) and answers
+%% the calls still waiting.
 -spec stop(term(), map()) -> no_return().
-stop(Reason, #{os_pid := OsPid, port := Port, stack := Stack}) ->
-    _ = os:cmd("kill -KILL -" ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
-    _ = (catch port_close(Port)),
-    case Reason of
-        {worker_exit, killed} -> ok;
-        _ -> reply_all(Stack, {error, {pool_down, Reason}})
-    end,
+stop(Reason, _S) ->
     exit(Reason).
 
 reply_all(Calls, Result) ->
@@ -269,13 +333,72 @@ decode(Frame) ->
     try binary_to_term(Frame, [safe])
     catch
         error:badarg ->
-            %% A new atom, made by an erlang.Atom of the worker: counted against atom_limit,
-            %% as the NIF counts its own. Past it the frame cannot be read, and the worker
-            %% is replaced, its callers answered with the error the NIF would raise.
-            case py_pool:take_atom_budget() of
+            %% New atoms, made by erlang.Atom values of the worker: each counted against
+            %% atom_limit, as the NIF counts its own, before any is made. Past it the frame
+            %% is not read, and the worker is replaced, its callers answered with the error
+            %% the NIF would raise.
+            New = try new_atoms(Frame)
+                  catch throw:bad_term -> exit({worker_exit, bad_frame})
+                  end,
+            case py_pool:take_atom_budget(New) of
                 true -> binary_to_term(Frame);
                 false -> {atom_limit}
             end
+    end.
+
+%% How many distinct atoms of an external term do not exist yet (the tags the worker's
+%% encoder writes: _erlang_impl/_etf.py).
+new_atoms(<<131, Term/binary>>) ->
+    {<<>>, New} = walk(Term, #{}),
+    map_size(New);
+new_atoms(_) ->
+    throw(bad_term).
+
+walk(<<97, _, R/binary>>, A) -> {R, A};
+walk(<<98, _:32, R/binary>>, A) -> {R, A};
+walk(<<70, _:64, R/binary>>, A) -> {R, A};
+walk(<<Tag, Len:16, Name:Len/binary, R/binary>>, A) when Tag =:= 118; Tag =:= 100 ->
+    {R, atom(Name, Tag, A)};
+walk(<<Tag, Len, Name:Len/binary, R/binary>>, A) when Tag =:= 119; Tag =:= 115 ->
+    {R, atom(Name, Tag, A)};
+walk(<<109, Len:32, _:Len/binary, R/binary>>, A) -> {R, A};
+walk(<<104, N, R/binary>>, A) -> walk_n(N, R, A);
+walk(<<105, N:32, R/binary>>, A) -> walk_n(N, R, A);
+walk(<<106, R/binary>>, A) -> {R, A};
+walk(<<107, Len:16, _:Len/binary, R/binary>>, A) -> {R, A};
+walk(<<108, N:32, R/binary>>, A) -> walk_n(N + 1, R, A);
+walk(<<116, N:32, R/binary>>, A) -> walk_n(2 * N, R, A);
+walk(<<110, N, _, _:N/binary, R/binary>>, A) -> {R, A};
+walk(<<111, N:32, _, _:N/binary, R/binary>>, A) -> {R, A};
+walk(<<Tag, R/binary>>, A) when Tag =:= 88; Tag =:= 89; Tag =:= 120 ->
+    %% A pid or port: its node, then fixed fields.
+    {<<Fixed/binary>>, A1} = walk(R, A),
+    Skip = case Tag of 88 -> 12; 89 -> 8; 120 -> 12 end,
+    <<_:Skip/binary, R2/binary>> = Fixed,
+    {R2, A1};
+walk(<<90, Words:16, R/binary>>, A) ->
+    {Fixed, A1} = walk(R, A),
+    Skip = 4 + 4 * Words,
+    <<_:Skip/binary, R2/binary>> = Fixed,
+    {R2, A1};
+walk(<<112, Size:32, R/binary>>, A) ->
+    Skip = Size - 4,
+    <<_:Skip/binary, R2/binary>> = R,
+    {R2, A};
+walk(<<113, R/binary>>, A) -> walk_n(3, R, A);
+walk(_, _) -> throw(bad_term).
+
+walk_n(0, R, A) -> {R, A};
+walk_n(N, R, A) ->
+    {R1, A1} = walk(R, A),
+    walk_n(N - 1, R1, A1).
+
+atom(Name, Tag, A) ->
+    Encoding = case Tag of _ when Tag =:= 100; Tag =:= 115 -> latin1; _ -> utf8 end,
+    try binary_to_existing_atom(Name, Encoding) of
+        _ -> A
+    catch
+        error:_ -> A#{Name => true}
     end.
 
 exit_reason(Status) when Status > 128 -> {signal, Status - 128};

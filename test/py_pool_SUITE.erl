@@ -12,7 +12,8 @@
 
 all() ->
     [calls_eval_exec, default_pool_is_the_vm, round_trip_property_in_a_process,
-     conversions_match_the_vm, errors_match_the_vm, detailed_errors, timeout_interrupts,
+     conversions_match_the_vm, arguments_match_the_vm, atoms_are_counted,
+     threads_and_unknown_names, errors_match_the_vm, detailed_errors, timeout_interrupts,
      stuck_call_is_killed, callbacks_reach_this_vm, send_and_self, nested_call_on_one_worker,
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
@@ -27,8 +28,6 @@ init_per_suite(Config) ->
         {ok, V} = py:call(operator, mul, [X, 10], #{}, #{pool => pool_one}),
         V
     end),
-    {ok, _} = py:start_pool(pool_two, #{size => 2}),
-    {ok, _} = py:start_pool(pool_one, #{size => 1, give_up_after => 300}),
     Setup = <<"
 def echo(x):
     return x
@@ -36,8 +35,9 @@ def type_name(x):
     return type(x).__name__
 ">>,
     ok = py:exec(Setup),
-    ok = py:exec(Setup, #{pool => pool_two}),
-    ok = py:exec(Setup, #{pool => pool_one}),
+    %% Each worker has a __main__ of its own: what all need goes in `init'.
+    {ok, _} = py:start_pool(pool_two, #{size => 2, init => Setup}),
+    {ok, _} = py:start_pool(pool_one, #{size => 1, give_up_after => 300, init => Setup}),
     Config.
 
 end_per_suite(_Config) ->
@@ -81,7 +81,7 @@ conversions_match_the_vm(_Config) ->
              none, nil, undefined, ok, 'Ünïcode', <<"text">>, <<255, 0>>, {bytes, <<"b">>},
              "abc", [], [1, [2]], {}, {1, <<"a">>}, #{a => 1, <<"b">> => [2]}, self(),
              make_ref(), hd(erlang:ports()), fun lists:sum/1, fun() -> ok end,
-             #{1 => one, 2.5 => two}],
+             #{1 => one, 2.5 => two}, {bytes, foo}, {bytes, <<255>>}],
     [begin
          VmEcho = py:call('__main__', echo, [T]),
          VmType = py:call('__main__', type_name, [T]),
@@ -99,13 +99,60 @@ conversions_match_the_vm(_Config) ->
                    <<"__import__('erlang').Atom('ok')">>, <<"'\\udc80'">>,
                    <<"__import__('collections').OrderedDict(a=1)">>,
                    <<"__import__('decimal').Decimal('1.5')">>, <<"{1: 'a', True: 'b'}">>,
-                   <<"{'a': 1, b'a': 2}">>, <<"'x' * 70000">>],
+                   <<"{'a': 1, b'a': 2}">>, <<"'x' * 70000">>,
+                   <<"type('I', (int,), {'__int__': lambda s: 7})(3)">>,
+                   <<"type('L', (list,), {'__iter__': lambda s: iter([9])})([1, 2])">>,
+                   <<"__import__('datetime').date(2020, 1, 2)">>,
+                   <<"[1 << 40000000]">>, <<"2 ** 70000">>],
     [?assertEqual({E, norm(py:eval(E))}, {E, norm(two(eval, [E, #{}]))}) || E <- Expressions],
-    ?assertMatch({ok, {py_object, <<"object">>, _}}, two(eval, [<<"object()">>, #{}])).
+    ?assertMatch({ok, {py_object, <<"object">>, _}}, two(eval, [<<"object()">>, #{}])),
+    %% A handle holds an object of the VM's interpreter, not of a worker's.
+    {ok, Handle} = py:eval(<<"object()">>, #{}, #{return => object}),
+    ?assertMatch({error, {'ReferenceError', _, _}}, two(call, ['__main__', echo, [Handle], #{}])).
 
 %% Errors compared by class and message (tracebacks name different files).
 norm({error, {Type, Message, _}}) -> {error, Type, Message};
 norm(Other) -> Other.
+
+%% @doc Keyword arguments and locals keep the VM's rules: keys atoms or binaries.
+arguments_match_the_vm(_Config) ->
+    ?assertEqual(norm(py:call('__main__', echo, [], #{1 => 2})),
+                 norm(two(call, ['__main__', echo, [], #{1 => 2}]))),
+    ?assertEqual(norm(py:eval(<<"1">>, #{1 => 2})), norm(two(eval, [<<"1">>, #{1 => 2}]))),
+    ?assertEqual(norm(py:call('__main__', echo, [], #{x => 5})),
+                 norm(two(call, ['__main__', echo, [], #{x => 5}]))).
+
+%% @doc erlang.Atom values make atoms only within atom_limit, counted one by one: a result
+%% with more new atoms than the budget is refused before any is made.
+atoms_are_counted(_Config) ->
+    Before = erlang:system_info(atom_count),
+    ?assertMatch({error, {'OverflowError', _, _}},
+                 py:eval(<<"[__import__('erlang').Atom('pool_new_atom_%d' % i) "
+                           "for i in range(20000)]">>, #{}, #{pool => pool_one})),
+    ?assert(erlang:system_info(atom_count) - Before < 100),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})),
+    ?assertEqual({ok, [ok, error]},
+                 py:eval(<<"[__import__('erlang').Atom(n) for n in ('ok', 'error')]">>, #{},
+                         #{pool => pool_one})).
+
+%% @doc erlang.call from a thread the worker's Python started is refused (only the thread
+%% that runs calls talks to the VM); erlang.send to a name nobody has makes no atom.
+threads_and_unknown_names(_Config) ->
+    {ok, Text} = two(eval, [<<"__import__('concurrent.futures').futures.ThreadPoolExecutor(1)"
+                              ".submit(lambda: repr(__import__('erlang').self())).result()">>,
+                            #{}]),
+    ?assertEqual(<<"None">>, Text),
+    ?assertMatch({error, {<<"Error">>, _, _}},
+                 norm_type(two(eval, [<<"__import__('concurrent.futures').futures"
+                                        ".ThreadPoolExecutor(1).submit(lambda: __import__('erlang')"
+                                        ".call('pool_double', 1)).result()">>, #{}]))),
+    Before = erlang:system_info(atom_count),
+    ?assertEqual({ok, none}, two(eval, [<<"__import__('erlang').send('nobody_registered_xyz', 1)">>,
+                                        #{}])),
+    ?assertEqual(Before, erlang:system_info(atom_count)).
+
+norm_type({error, {Type, M, T}}) when is_atom(Type) -> {error, {atom_to_binary(Type), M, T}};
+norm_type(Other) -> Other.
 
 %% @doc Exceptions are the same values: builtin class names as atoms, others as binaries.
 errors_match_the_vm(_Config) ->
@@ -335,7 +382,8 @@ python_path_and_init(Config) ->
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
     ok = file:write_file(filename:join(Dir, "pool_helper.py"), <<"def triple(x):\n    return 3 * x\n">>),
     {ok, _} = py:start_pool(pool_paths, #{size => 2, python_path => [Dir],
-                                          init => <<"from pool_helper import triple\n">>}),
+                                          init => <<"from pool_helper import triple\n"
+                                                     "print('init ran')\n">>}),
     try
         [?assertEqual({ok, 21}, py:eval(<<"triple(7)">>, #{}, #{pool => pool_paths}))
          || _ <- lists:seq(1, 4)],

@@ -9,6 +9,7 @@ converter changes, this one must too.
 """
 
 import math
+import operator
 import struct
 
 from _erlang_impl._process_erlang import Atom, Fun, Pid, Port, Reference
@@ -171,13 +172,20 @@ def _decode(data, pos, depth):
         for _ in range(arity):
             item, pos = _decode(data, pos, depth + 1)
             items.append(item)
-        # {bytes, Binary} is how Erlang asks for a Python bytes object.
-        if arity == 2 and type(items[0]) is Atom and items[0] == "bytes":
-            raw = items[1]
-            if isinstance(raw, str):
-                return raw.encode("utf-8"), pos
-            if isinstance(raw, bytes):
-                return raw, pos
+        if arity == 2 and type(items[0]) is Atom:
+            # {bytes, Binary} is how Erlang asks for a Python bytes object.
+            if items[0] == "bytes":
+                raw = items[1]
+                if type(raw) is str:
+                    return raw.encode("utf-8"), pos
+                if type(raw) is bytes:
+                    return raw, pos
+            # A handle (docs/objects.md) holds an object of the VM's interpreter, not ours.
+            elif items[0] == "$py_object" and type(items[1]) is Reference:
+                raise ReferenceError(
+                    "this Python object handle is not from this worker's interpreter: "
+                    "handles live in the VM's pool only (docs/pools.md)"
+                )
         return tuple(items), pos
     if tag == 98:  # INTEGER_EXT
         return _i32_at(data, pos)[0], pos + 4
@@ -228,7 +236,7 @@ def _decode(data, pos, depth):
         return float(data[pos : pos + 31].split(b"\0", 1)[0]), pos + 31
     if tag in _OPAQUE:
         end = _opaque_end(data, pos, tag)
-        return _OPAQUE[tag](data[pos - 1 : end]), end
+        return _OPAQUE[tag]._of(data[pos - 1 : end]), end
     raise TypeError("cannot convert this Erlang term to Python")
 
 
@@ -264,6 +272,19 @@ def _encode_binary(raw, out):
     out += raw
 
 
+# The largest integer the VM takes: 2^19-1 words of 64 bits (BIG_ARITY_MAX).
+MAX_INT_BITS = ((1 << 19) - 1) * 64
+
+
+class Raw:
+    """A term encoded already, written as it is (_process_errors encodes details once)."""
+
+    __slots__ = ("etf",)
+
+    def __init__(self, etf):
+        self.etf = etf
+
+
 def _encode_int(value, out):
     if 0 <= value <= 255:
         out += b"\x61" + bytes((value,))
@@ -271,6 +292,8 @@ def _encode_int(value, out):
         out += b"\x62" + _i32.pack(value)
     else:
         magnitude = -value if value < 0 else value
+        if magnitude.bit_length() > MAX_INT_BITS:
+            raise OverflowError("integer too large for Erlang")
         raw = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "little")
         if len(raw) < 256:
             out += b"\x6e" + bytes((len(raw), 1 if value < 0 else 0))
@@ -301,15 +324,24 @@ def _encode_list(items, out, depth):
 
 
 def _encode_iterable(value, out, depth):
-    items = []
+    """Items converted one by one as they come, as the NIF does: an error of an item is
+    raised before the iterator is asked for the next."""
+    body = bytearray()
+    count = 0
     for item in value:
-        if len(items) == MAX_ITER_ITEMS:
+        if count == MAX_ITER_ITEMS:
             raise OverflowError(
                 f"iterable too long to convert (more than {MAX_ITER_ITEMS} items); return a "
                 "list, or fewer items"
             )
-        items.append(item)
-    _encode_list(items, out, depth)
+        _encode(item, body, depth + 1)
+        count += 1
+    if count == 0:
+        out += b"\x6a"
+        return
+    out += b"\x6c" + _u32.pack(count)
+    out += body
+    out += b"\x6a"
 
 
 def _encode_map(pairs, out, depth):
@@ -326,16 +358,28 @@ def _encode_map(pairs, out, depth):
         _encode(item, out, depth + 1)
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+
+
+def type_name(cls):
+    """What the NIF reads in tp_name: a class made in Python gives its __name__, a static
+    (C) type its module too, but for builtins (datetime.date, int)."""
+    if cls.__flags__ & _HEAPTYPE or cls.__module__ == "builtins":
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _object_term(value, out):
     """Anything else: {py_object, TypeName, Repr}; a failing __repr__ gives <repr failed>."""
     try:
-        text = repr(value).encode("utf-8", "surrogatepass")
+        text = repr(value)
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else None
     except Exception:
-        text = b"<repr failed>"
+        raw = None
     out += b"\x68\x03"
     encode_atom("py_object", out)
-    _encode_binary(type(value).__name__.encode("utf-8"), out)
-    _encode_binary(text, out)
+    _encode_binary(type_name(type(value)).encode("utf-8"), out)
+    _encode_binary(b"<repr failed>" if raw is None else raw, out)
 
 
 def _encode_str(value, out, depth):
@@ -369,9 +413,12 @@ _BY_TYPE = {
     str: _encode_str,
     Atom: _encode_atom_value,
     bytes: lambda value, out, depth: _encode_binary(value, out),
-    list: lambda value, out, depth: _encode_list(value, out, depth),
+    # A snapshot: a list changed while its items convert (an __index__ that clears it)
+    # must not give a frame whose length is wrong.
+    list: lambda value, out, depth: _encode_list(list(value), out, depth),
     tuple: _encode_tuple,
     dict: lambda value, out, depth: _encode_map(list(value.items()), out, depth),
+    Raw: lambda value, out, depth: out.extend(value.etf),
 }
 
 
@@ -390,26 +437,29 @@ def _encode(value, out, depth):
     encoder = _BY_TYPE.get(type(value))
     if encoder is not None:
         encoder(value, out, depth)
+    # Subclasses: their stored value, as the NIF reads it, whatever they override.
     elif isinstance(value, int):
-        _encode_int(int(value), out)
+        _encode_int(int.__int__(value), out)
     elif isinstance(value, float):
-        _encode_float(float(value), out)
+        _encode_float(float.__float__(value), out)
     elif isinstance(value, str):
         if isinstance(value, Atom):
-            _encode_atom_value(str(value), out, depth)
+            _encode_atom_value(str.__str__(value), out, depth)
         else:
-            _encode_str(value, out, depth)
+            _encode_str(str.__str__(value), out, depth)
     elif isinstance(value, (bytes, bytearray)):
         _encode_binary(bytes(value), out)
     elif isinstance(value, list):
-        _encode_list(list(value), out, depth)
+        _encode_list(list(list.__iter__(value)), out, depth)
     elif isinstance(value, tuple):
-        _encode_tuple(value, out, depth)
+        _encode_tuple(tuple(tuple.__iter__(value)), out, depth)
     elif isinstance(value, dict):
-        _encode_map(list(value.items()), out, depth)
+        _encode_map(list(dict.items(value)), out, depth)
     elif isinstance(value, (Pid, Port, Reference, Fun)):
         out += value._etf
     elif isinstance(value, memoryview):
+        if not value.c_contiguous:
+            raise BufferError("memoryview: underlying buffer is not C-contiguous")
         _encode_binary(value.tobytes(), out)
     elif isinstance(value, (set, frozenset)):
         _encode_iterable(value, out, depth)
@@ -418,26 +468,25 @@ def _encode(value, out, depth):
 
 
 def _encode_other(value, out, depth):
-    # numpy scalars and other number types, through the protocols.
-    index = getattr(type(value), "__index__", None)
-    if index is not None:
+    """The protocols, in the NIF's order (c_src/py_convert.c, to_term)."""
+    cls = type(value)
+    # numpy scalars and other number types.
+    if getattr(cls, "__index__", None) is not None:
         try:
-            _encode_int(index(value), out)
+            _encode_int(operator.index(value), out)
             return
         except TypeError:
             pass  # numpy arrays have __index__, but only size-1 ones are integers
-    if hasattr(value, "items") and hasattr(type(value), "__getitem__") and hasattr(value, "keys"):
-        _encode_map(list(dict(value).items()), out, depth)
+    if getattr(cls, "__getitem__", None) is not None and hasattr(value, "items"):
+        # As PyDict_Update: through keys() (AttributeError without it).
+        _encode_map([(key, value[key]) for key in value.keys()], out, depth)
         return
-    if hasattr(type(value), "__iter__") or hasattr(type(value), "__getitem__"):
-        try:
-            iterator = iter(value)
-        except TypeError:
-            iterator = None
-        if iterator is not None:
-            _encode_iterable(iterator, out, depth)
-            return
-    if hasattr(type(value), "__float__"):
+    if getattr(cls, "__iter__", None) is not None or (
+        getattr(cls, "__getitem__", None) is not None and not isinstance(value, dict)
+    ):
+        _encode_iterable(iter(value), out, depth)
+        return
+    if getattr(cls, "__float__", None) is not None:
         _encode_float(float(value), out)
         return
     _object_term(value, out)

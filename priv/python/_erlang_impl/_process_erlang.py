@@ -22,8 +22,15 @@ class _Opaque:
 
     __slots__ = ("_etf",)
 
-    def __init__(self, etf):
-        self._etf = etf
+    def __init__(self, *args, **kwargs):
+        raise TypeError(f"cannot create '{type(self).__name__}' instances")
+
+    @classmethod
+    def _of(cls, etf):
+        """Made by the converter only, from a term's external format."""
+        opaque = object.__new__(cls)
+        opaque._etf = etf
+        return opaque
 
     def __eq__(self, other):
         return type(self) is type(other) and self._etf == other._etf
@@ -115,7 +122,7 @@ def send(dest, term):
             "erlang.send: destination must be a Pid or a registered name, not "
             f"{type(dest).__name__:.100}"
         )
-    _worker.send(dest if isinstance(dest, Pid) else Atom(dest), term)
+    _worker.send(dest if isinstance(dest, Pid) else str.__str__(dest), term)
 
 
 def self():

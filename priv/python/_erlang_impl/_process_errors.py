@@ -22,8 +22,13 @@ def describe(exc, detailed):
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     message = _message(exc)
     if detailed:
-        return (type(exc).__name__, message, text, _info(exc, 0))
-    return (type(exc).__name__, message, text)
+        return (_type(exc), message, text, _info(exc, 0))
+    return (_type(exc), message, text)
+
+
+def _type(exc):
+    """The class's name after its last dot, as the NIF takes it from tp_name."""
+    return _etf.type_name(type(exc)).rsplit(".", 1)[-1]
 
 
 def _message(exc):
@@ -34,16 +39,16 @@ def _message(exc):
 
 
 def _detail(value):
-    """value as a result would convert; {py_object, Type, Repr} where that fails."""
+    """value as a result would convert (once: a generator is consumed by it), or
+    {py_object, Type, Repr} where that fails."""
     try:
-        _etf.encode(value)
-        return value
+        return _etf.Raw(_etf.encode(value)[1:])
     except Exception:
         try:
             text = repr(value)
         except Exception:
             text = "<repr failed>"
-        return (Atom("py_object"), type(value).__name__, text)
+        return (Atom("py_object"), _etf.type_name(type(value)), text)
 
 
 def _put_attr(info, exc, name, skip_none):
@@ -90,10 +95,10 @@ def _info(exc, depth):
             _put_attr(info, exc, name, False)
     notes = getattr(exc, "__notes__", None)
     if notes is not None:
-        try:
+        if isinstance(notes, (list, tuple)):
             info[Atom("notes")] = [_detail(n) for n in notes]
-        except TypeError:
-            pass
+        else:
+            info[Atom("notes")] = _detail(notes)
     if depth >= MAX_DEPTH:
         return info
     previous = _previous(exc)
@@ -112,4 +117,4 @@ def _info(exc, depth):
 
 
 def _nested(exc, depth):
-    return (type(exc).__name__, _message(exc), _info(exc, depth))
+    return (_type(exc), _message(exc), _info(exc, depth))

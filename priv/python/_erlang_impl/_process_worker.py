@@ -12,7 +12,9 @@ the VM. Erlang to Python:
 (Payload and Reply travel as term_to_binary binaries of their own, decoded where their
 conversion errors belong: in the call, and in erlang.call.)
 
-and SIGUSR1 when the call running timed out or its caller died: CallCancelled is raised in it.
+and SIGUSR1 when a call timed out or its caller died: the VM first writes the call's Id (its
+external term format) to the file ERLANG_PYTHON_CANCEL_FILE names, and CallCancelled is raised
+only in that call, so that a signal handled late never cancels the next one.
 
 Python to Erlang:
 
@@ -39,8 +41,8 @@ _u32 = struct.Struct(">I")
 IN_FD = 3
 OUT_FD = 4
 # Deep enough for the converter's nesting, as the NIF's worker threads are.
-STACK_BYTES = 256 * 1024 * 1024
-RECURSION_LIMIT = 120000
+STACK_BYTES = 1024 * 1024 * 1024
+RECURSION_LIMIT = 350000
 
 
 # After a frame, the next one is waited for by polling this long before sleeping in read:
@@ -54,14 +56,14 @@ class _Input:
     one read)."""
 
     def __init__(self):
-        self.buffer = b""
+        self.buffer = bytearray()
         os.set_blocking(IN_FD, False)
 
     def fill(self):
         deadline = time.perf_counter() + SPIN_SECONDS
         while True:
             try:
-                chunk = os.read(IN_FD, 1 << 16)
+                chunk = os.read(IN_FD, 1 << 20)
             except BlockingIOError:
                 if time.perf_counter() < deadline:
                     continue
@@ -78,8 +80,8 @@ class _Input:
         size = _u32.unpack_from(self.buffer)[0]
         while len(self.buffer) < 4 + size:
             self.fill()
-        body = self.buffer[4 : 4 + size]
-        self.buffer = self.buffer[4 + size :]
+        body = bytes(self.buffer[4 : 4 + size])
+        del self.buffer[: 4 + size]
         return body
 
 
@@ -90,14 +92,15 @@ class Worker:
         self.write_lock = threading.Lock()
         self.runner_ident = threading.get_ident()
         self.input = _Input()
+        self.cancel_file = os.environ.get("ERLANG_PYTHON_CANCEL_FILE", "")
+        self.cancelled = set()  # Ids of the calls running here that were cancelled
+        self.reading = False
         self.current = []  # (id, caller) of the calls running, innermost last
 
     # -- frames
 
     def write(self, term):
-        data = self.etf.encode(term)
-        with self.write_lock:
-            os.write(OUT_FD, _u32.pack(len(data)) + data)
+        self.write_encoded(self.etf.encode(term))
 
     def read(self):
         """The next frame from the VM. Read by the thread that runs calls itself: a hand-off
@@ -105,10 +108,24 @@ class Worker:
         return self.etf.decode(self.input.frame())
 
     def cancel(self, signum, frame):
-        """SIGUSR1, which the VM sends when the call running here timed out or its caller
-        died: CallCancelled in the thread that runs it. The handler runs on the main
-        thread, which only waits for that one."""
-        if self.current:
+        """SIGUSR1, which the VM sends when a call running here timed out or its caller
+        died, having written that call's Id to the cancel file: CallCancelled in that call.
+        The handler runs on the main thread, which only waits. While the runner waits for a
+        callback's reply it is only marked: an exception raised inside the reading of a frame
+        could lose its bytes."""
+        try:
+            with open(self.cancel_file, "rb") as f:
+                target = f.read()
+            os.unlink(self.cancel_file)
+        except OSError:
+            return
+        for request_id, _ in self.current:
+            if request_id._etf == target[1:]:
+                self.cancelled.add(request_id)
+                break
+        else:
+            return
+        if not self.reading:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.runner_ident), ctypes.py_object(self.erlang.CallCancelled)
             )
@@ -116,28 +133,51 @@ class Worker:
     # -- what erlang.* does
 
     def callback(self, name, args):
-        Atom = self.erlang.Atom
+        erlang = self.erlang
+        if threading.get_ident() != self.runner_ident:
+            raise erlang.Error(
+                "erlang.call from a thread Python started is not supported in a process pool"
+            )
+        Atom = erlang.Atom
         self.write((Atom("callback"), name, args))
         while True:
-            frame = self.read()
+            self.reading = True
+            try:
+                frame = self.read()
+            finally:
+                self.reading = False
             if frame[0] == Atom("reply"):
-                return self.reply_value(self.etf.decode(frame[1]), name)
+                break
             self.serve(frame)  # a nested call
+        if self.current and self.current[-1][0] in self.cancelled:
+            raise erlang.CallCancelled(
+                "the py:call this code runs for timed out or its caller exited"
+            )
+        return self.reply_value(frame[1], name)
 
     def reply_value(self, reply, name):
+        """What a callback's reply stands for. The VM sends {ok, Value} and the error's
+        reason as binaries of their own: a value that cannot convert raises at the call, a
+        reason that cannot is replaced by its text, as in the VM (c_src/py_callback.c)."""
         erlang = self.erlang
-        if reply[0] is not None and reply[0] == "ok" and len(reply) == 2:
-            return reply[1]
-        if len(reply) == 2 and reply[1] == "unknown_function":
+        if reply[0] == "ok":
+            return self.etf.decode(reply[1])
+        if len(reply) == 2:
             raise erlang.UnknownFunction(str(name))
         _, kind, reason, formatted, stack = reply
+        try:
+            reason = self.etf.decode(reason)
+        except Exception:
+            reason = formatted
         raise erlang.ErlangException(kind, reason, formatted, stack)
 
     def send(self, dest, term):
         self.write((self.erlang.Atom("send"), dest, term))
 
     def caller(self):
-        return self.current[-1][1] if self.current else None
+        if threading.get_ident() != self.runner_ident or not self.current:
+            return None
+        return self.current[-1][1]
 
     # -- running requests
 
@@ -148,11 +188,24 @@ class Worker:
         try:
             result = self.run(kind, payload, detailed)
             try:
-                self.write((Atom("result"), request_id, result))
+                data = self.etf.encode((Atom("result"), request_id, result))
             except BaseException as exc:  # the result cannot be converted
-                self.write((Atom("result"), request_id, self.error(exc, detailed)))
+                data = self.etf.encode((Atom("result"), request_id, self.error(exc, detailed)))
+            self.write_encoded(data)
         finally:
             self.current.pop()
+            self.cancelled.discard(request_id)
+
+    def write_encoded(self, data):
+        """Writes a frame whole: a CallCancelled landing meanwhile is dropped (the call
+        answers anyway), since half a frame would break the stream."""
+        frame = memoryview(_u32.pack(len(data)) + data)
+        with self.write_lock:
+            while frame:
+                try:
+                    frame = frame[os.write(OUT_FD, frame) :]
+                except self.erlang.CallCancelled:
+                    continue
 
     def run(self, kind, payload, detailed):
         Atom = self.erlang.Atom
@@ -160,8 +213,10 @@ class Worker:
             payload = self.etf.decode(payload)
             if kind == "call":
                 module, function, args, kwargs = payload
-                target = _lookup(str(module), str(function))
-                value = target(*args, **{str(k): v for k, v in kwargs.items()})
+                target = _lookup(_name(module), _name(function))
+                if not isinstance(args, list):
+                    raise TypeError("arguments must be a list")
+                value = target(*args, **_str_keys(kwargs, "keyword arguments", "keyword argument"))
                 if _is_coroutine(value):
                     import asyncio
 
@@ -179,6 +234,26 @@ class Worker:
         from _erlang_impl import _process_errors
 
         return (self.erlang.Atom("error"), _process_errors.describe(exc, detailed))
+
+
+def _name(value):
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError("module and function names must be atoms or binaries")
+
+
+def _str_keys(mapping, what, key_what):
+    """As the VM's with_str_keys (c_src/py_worker.c): plain str keys, TypeError otherwise."""
+    if not isinstance(mapping, dict):
+        raise TypeError(f"{what} must be a map")
+    result = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"{key_what} keys must be atoms or binaries, not {type(key).__name__:.100}"
+            )
+        result[str.__str__(key)] = value
+    return result
 
 
 def _is_coroutine(value):
@@ -211,9 +286,9 @@ _code_cache = {}
 
 
 def _run_source(code, local_vars, mode):
-    if isinstance(code, bytes):
-        raise ValueError("source code must be UTF-8")
-    if "\0" in code:
+    if isinstance(code, str):
+        code = code.encode("utf-8", "surrogatepass")
+    if b"\0" in code:
         raise ValueError("source code cannot contain null bytes")
     key = (code, mode)
     compiled = _code_cache.get(key)
@@ -229,9 +304,10 @@ def _run_source(code, local_vars, mode):
             _code_cache.clear()
         _code_cache[key] = compiled
     namespace = _main()
+    local_vars = _str_keys(local_vars, "locals", "locals")
     if local_vars:
         namespace = dict(namespace)
-        namespace.update({str(k): v for k, v in local_vars.items()})
+        namespace.update(local_vars)
     return eval(compiled, namespace, namespace)
 
 
@@ -281,6 +357,9 @@ def main():
     if os.getpgrp() != os.getpid():
         os.setpgrp()
     _set_limits()
+    # Programs the worker starts must not hold the VM's pipe open, nor write frames into it.
+    os.set_inheritable(IN_FD, False)
+    os.set_inheritable(OUT_FD, False)
     sys.modules["erlang"] = _process_erlang
     worker = Worker(_etf, _process_erlang)
     _process_erlang._worker = worker

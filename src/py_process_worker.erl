@@ -121,7 +121,11 @@ open(Options, CancelFile) ->
     Python = maps:get(python, Options),
     PythonPath = lists:join(":", [filename:join(py_nif:priv_dir(), "python")
                                   | maps:get(python_path, Options)]),
-    Env = [{"PYTHONPATH", unicode:characters_to_list(PythonPath)},
+    %% LD_PRELOAD is the VM's (libasan under `make check-c'), not meant for the Pythons it
+    %% starts: a sanitizer runtime in a worker turns its crashes into reports, and its
+    %% shadow memory defeats memory_limit.
+    Env = [{"LD_PRELOAD", false},
+           {"PYTHONPATH", unicode:characters_to_list(PythonPath)},
            {"PYTHONDONTWRITEBYTECODE", "1"},
            {"ERLANG_PYTHON_CANCEL_FILE", CancelFile},
            {"ERLANG_PYTHON_MEMORY_LIMIT", limit(maps:get(memory_limit, Options))},

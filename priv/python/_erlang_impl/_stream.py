@@ -37,10 +37,15 @@ def _run(ait, coro):
     try:
         return loop.run_until_complete(coro)
     finally:
-        # The loop registered ``ait`` when it first ran it: it outlives this loop, which
-        # must not close it on shutdown. Async generators that ``ait`` started are closed.
-        loop._asyncgens.discard(ait)
         try:
+            # A pump stopped by its cancellation (CallCancelled landing in the loop's own
+            # code) leaves its task waiting in ``ait``'s __anext__: cancelling it unwinds
+            # ``ait`` there (its ``finally`` runs), where aclose() alone would find it still
+            # running.
+            _loop._cancel_all_tasks(loop)
+            # The loop registered ``ait`` when it first ran it: it outlives this loop, which
+            # must not close it on shutdown. Async generators that ``ait`` started are closed.
+            loop._asyncgens.discard(ait)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()

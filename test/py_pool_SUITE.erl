@@ -222,28 +222,14 @@ nested_call_on_one_worker(_Config) ->
 
 %% @doc print() in a worker goes to the caller's group leader.
 output_goes_to_the_caller(_Config) ->
-    Self = self(),
-    Leader = spawn(fun() -> leader(Self) end),
+    Leader = py_test_leader:start(),
     {Pid, Monitor} = spawn_monitor(fun() ->
         group_leader(Leader, self()),
         {ok, none} = py:eval(<<"print('from a process')">>, #{}, #{pool => pool_two})
     end),
     receive {'DOWN', Monitor, process, Pid, Reason} -> ?assertEqual(normal, Reason) end,
-    ?assertEqual(<<"from a process\n">>, collect_printed(<<>>)),
+    ?assertEqual(<<"from a process\n">>, py_test_leader:printed(<<>>)),
     exit(Leader, kill).
-
-leader(Owner) ->
-    receive
-        {io_request, From, ReplyAs, {put_chars, unicode, Chars}} ->
-            From ! {io_reply, ReplyAs, ok},
-            Owner ! {printed, unicode:characters_to_binary(Chars)},
-            leader(Owner)
-    end.
-
-collect_printed(Acc) ->
-    receive {printed, Text} -> collect_printed(<<Acc/binary, Text/binary>>)
-    after 500 -> Acc
-    end.
 
 %% @doc No sandbox in a worker process: subprocess works, with its exit codes.
 subprocess_works_natively(_Config) ->

@@ -293,8 +293,7 @@ callbacks_from_a_generator(_Config) ->
 
 %% @doc What the generator prints goes to the stream creator's group leader.
 output_goes_to_the_consumer(_Config) ->
-    Self = self(),
-    Leader = spawn(fun() -> leader(Self) end),
+    Leader = py_test_leader:start(),
     {Pid, Monitor} = spawn_monitor(fun() ->
         group_leader(Leader, self()),
         {ok, Ref} = py:stream('__main__', st_printing, []),
@@ -307,15 +306,6 @@ output_goes_to_the_consumer(_Config) ->
         ct:fail(nothing_printed)
     end,
     exit(Leader, kill).
-
-%% A group leader that hands what is written to it to Owner.
-leader(Owner) ->
-    receive
-        {io_request, From, ReplyAs, {put_chars, unicode, Chars}} ->
-            From ! {io_reply, ReplyAs, ok},
-            Owner ! {printed, unicode:characters_to_binary(Chars)},
-            leader(Owner)
-    end.
 
 closed_stream_refuses_credit(_Config) ->
     {ok, Ref} = py:stream('__main__', st_count, [1]),

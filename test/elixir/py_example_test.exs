@@ -40,6 +40,26 @@ defmodule PyExampleTest do
     assert {:error, :timeout} = :py.eval("__import__('time').sleep(1)", %{}, 50)
   end
 
+  test "objects, streams, async calls" do
+    {:ok, counter} = :py.call(:collections, :Counter, [], %{}, %{return: :object})
+    assert :py.is_object(counter)
+    assert {:ok, :none} = :py.call_method(counter, :update, [["a", "b", "a"]])
+    assert {:ok, [{"a", 2}]} = :py.call_method(counter, :most_common, [1])
+
+    {:ok, ref} = :py.stream(:builtins, :range, [3])
+    items =
+      for _ <- 1..3 do
+        receive do
+          {:py_stream, ^ref, {:data, item}} -> item
+        end
+      end
+    assert items == [0, 1, 2]
+    assert_receive {:py_stream, ^ref, :done}
+
+    {:ok, call} = :py.async_call(:operator, :add, [1, 2])
+    assert {:ok, 3} = :py.await(call)
+  end
+
   defp upcase({:ok, s}), do: {:ok, String.upcase(s)}
 
   # Calls a Python function that calls the failing Elixir function, and returns the kind

@@ -403,6 +403,11 @@ request_start(request_t *req, thread_ctx_t *ctx)
         req->state = REQ_DONE;
     }
     request_unlock();
+    /* Done without running: its deadline, if it has one, no longer matters (as at
+     * request_finish). After the request lock: the watch's lock comes first. */
+    if (!run && req->deadline_ns != 0) {
+        cancel_forget_deadline(req);
+    }
     return run;
 }
 

@@ -614,10 +614,6 @@ worker_execute(thread_ctx_t *ctx, request_t *req)
     bool cancelled;
 
     if (!request_start(req, ctx)) {
-        /* Cancelled before it ran: its deadline, if it has one, no longer matters. */
-        if (req->deadline_ns != 0) {
-            cancel_forget_deadline(req);
-        }
         if (req->kind == REQ_STREAM_PUMP) {
             stream_pump_ended(req);
         }

@@ -18,6 +18,8 @@
 %% Conversion of terms and objects follows docs/type-conversion.md.
 -module(py).
 
+-include("py_request_flags.hrl").
+
 -export([call/3, call/4, call/5]).
 -export([eval/1, eval/2, eval/3]).
 -export([exec/1, exec/2]).
@@ -26,7 +28,7 @@
 -export([stream/3, stream/4, stream/5, stream_active/2, stream_cancel/1]).
 -export([async_call/3, async_call/4, async_call/5, await/1, await/2, cast/3, cast/4]).
 -export([start_pool/2, stop_pool/1, pools/0]).
--export([pool_async_run/7]).
+-export([pool_async_run/7, resolve_path/1]).
 -export([version/0, executable/0, sys_path/0, add_path/1, sync_log_level/0, info/0]).
 -export([register_function/2, register_function/3, unregister_function/1]).
 
@@ -42,11 +44,6 @@
                             (is_integer(Active) andalso Active > 0
                              andalso Active =< ?MAX_ACTIVE))).
 -define(MAX_ACTIVE, 16#7FFFFFFF).
-%% The flags of a request (c_src/py_request.h).
--define(RETURN_OBJECT, 1).
--define(DETAILED_ERRORS, 2).
--define(DETACHED, 4).
--define(DISCARD, 8).
 %% How long a caller polls for the answer after a callback before it sleeps in `receive'
 %% (after a submit, the NIF says: CALLER_SPIN_US in c_src/py_worker.h).
 -define(POLL_MICROSECONDS, 10).
@@ -107,11 +104,7 @@ call(Module, Function, Args, Kwargs, Timeout)
     request(call, {Module, Function, Args, Kwargs}, Timeout, 0);
 call(Module, Function, Args, Kwargs, Options)
   when ?IS_NAME(Module), ?IS_NAME(Function), is_list(Args), is_map(Kwargs), is_map(Options) ->
-    case options(Options) of
-        {ok, Timeout, Flags, Extra} ->
-            dispatch(call, {Module, Function, Args, Kwargs}, Timeout, Flags, Extra);
-        Error -> Error
-    end;
+    options_request(call, {Module, Function, Args, Kwargs}, Options);
 call(Module, Function, Args, Kwargs, Options) ->
     check([{module, Module, fun is_name/1}, {function, Function, fun is_name/1},
            {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
@@ -152,7 +145,8 @@ exec(Code) ->
 -spec exec(code(), timeout_ms() | options()) -> ok | {error, error_reason()}.
 exec(Code, Options) ->
     case {source(Code), options(Options)} of
-        {{ok, Source}, {ok, Timeout, Flags, Extra}} -> dispatch(exec, Source, Timeout, Flags, Extra);
+        {{ok, Source}, {ok, Timeout, Flags, Extra}} ->
+            dispatch(exec, Source, Timeout, Flags, Extra);
         {{error, _} = Error, _} -> Error;
         {_, Error} -> Error
     end.
@@ -170,7 +164,7 @@ getattr(Object, Name) ->
 -spec getattr(object(), name(), timeout_ms() | options()) ->
     {ok, term()} | {error, error_reason()}.
 getattr(Object, Name, Options) when ?IS_OBJECT(Object), ?IS_NAME(Name) ->
-    object_request(getattr, {Object, Name}, Options);
+    options_request(getattr, {Object, Name}, Options);
 getattr(Object, Name, Options) ->
     check([{object, Object, fun is_object/1}, {name, Name, fun is_name/1},
            {timeout, Options, fun is_options/1}]).
@@ -191,7 +185,7 @@ call_method(Object, Name, Args, Kwargs) ->
     {ok, term()} | {error, error_reason()}.
 call_method(Object, Name, Args, Kwargs, Options)
   when ?IS_OBJECT(Object), ?IS_NAME(Name), is_list(Args), is_map(Kwargs) ->
-    object_request(call_method, {Object, Name, Args, Kwargs}, Options);
+    options_request(call_method, {Object, Name, Args, Kwargs}, Options);
 call_method(Object, Name, Args, Kwargs, Options) ->
     check([{object, Object, fun is_object/1}, {name, Name, fun is_name/1},
            {args, Args, fun is_list/1}, {kwargs, Kwargs, fun is_map/1},
@@ -221,9 +215,10 @@ to_term(Object, Options) ->
 is_object(Term) when ?IS_OBJECT(Term) -> true;
 is_object(_) -> false.
 
--spec object_request(py_nif:kind(), tuple(), timeout_ms() | options()) ->
+%% A request with the flags and pool its options map gives.
+-spec options_request(py_nif:kind(), tuple(), timeout_ms() | options()) ->
     {ok, term()} | {error, error_reason()}.
-object_request(Kind, Payload, Options) ->
+options_request(Kind, Payload, Options) ->
     case options(Options) of
         {ok, Timeout, Flags, Extra} -> dispatch(Kind, Payload, Timeout, Flags, Extra);
         Error -> Error
@@ -528,7 +523,8 @@ add_path(Entry) ->
             Error
     end.
 
-%% @private The absolute directory of a path entry, which must exist.
+%% @private The absolute directory of a path entry, which must exist (add_path/1, and the
+%% `python_path' of a pool: py_pool).
 -spec resolve_path(term()) -> {ok, binary()} | {error, term()}.
 resolve_path({priv, App, SubDir} = Entry) when is_atom(App) ->
     case code:priv_dir(App) of

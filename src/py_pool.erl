@@ -7,6 +7,8 @@
 %% hands each call to an idle worker (py_process_worker), which answers the caller directly.
 -module(py_pool).
 
+-include("py_request_flags.hrl").
+
 -export([start_pool/2, stop_pool/1, pools/0, request/6, take_atom_budget/1]).
 -export([init_atom_budget/1, lookup/1, check_options/1]).
 
@@ -101,7 +103,8 @@ request(Name, Kind, _Payload, _Timeout, _Flags, _Options)
     %% Objects live in one interpreter (docs/objects.md): a handle made in another OS
     %% process or node is not a resource here, nor there once it came back.
     {error, {unsupported, {Kind, Name}}};
-request(_Name, _Kind, _Payload, _Timeout, Flags, _Options) when Flags band 1 =/= 0 ->
+request(_Name, _Kind, _Payload, _Timeout, Flags, _Options)
+  when Flags band ?RETURN_OBJECT =/= 0 ->
     {error, {badarg, {option, {return, object}}}};
 request(Name, Kind, Payload, Timeout, Flags, Options) ->
     case lookup(Name) of
@@ -117,7 +120,7 @@ request(Name, Kind, Payload, Timeout, Flags, Options) ->
 %% Process pools
 
 process_request(Name, Manager, Kind, Payload, Timeout, Flags) ->
-    Detailed = Flags band 2 =/= 0,
+    Detailed = Flags band ?DETAILED_ERRORS =/= 0,
     %% Inside a callback of this pool's worker, to that worker: it serves nested calls.
     {To, Tag} = case get({py_pool_waiter, Name}) of
                     Worker when is_pid(Worker) -> {Worker, run};
@@ -149,7 +152,7 @@ process_request(Name, Manager, Kind, Payload, Timeout, Flags) ->
 node_request(Name, Pool, Kind, Payload, Timeout, Options) ->
     case pick_node(Pool) of
         {ok, Node} ->
-            {Function, Args} = remote_call(Kind, Payload, maps:remove(pool, Options)),
+            {Function, Args} = remote_call(Kind, Payload, Options),
             ErpcTimeout = case Timeout of
                               infinity -> infinity;
                               _ -> Timeout + ?NODE_SLACK_MS
@@ -215,10 +218,10 @@ check_option(mode, process) -> {ok, process};
 check_option(size, N) when is_integer(N), N > 0, N =< 1024 -> {ok, N};
 check_option(python, Path) when is_list(Path); is_binary(Path) -> python_executable(Path);
 check_option(python_path, Dirs) when is_list(Dirs) ->
-    Resolved = [resolve(Dir) || Dir <- Dirs],
-    case lists:all(fun is_list/1, Resolved) of
-        true -> {ok, Resolved};
-        false -> error
+    Resolved = [py:resolve_path(Dir) || Dir <- Dirs],
+    case [Dir || {ok, Dir} <- Resolved] of
+        All when length(All) =:= length(Dirs) -> {ok, All};
+        _ -> error
     end;
 check_option(Limit, N) when Limit =:= memory_limit; Limit =:= cpu_limit; Limit =:= max_calls ->
     case N of
@@ -246,22 +249,6 @@ python_executable(Path) ->
                 end,
     case filelib:is_regular(Candidate) of
         true -> {ok, Candidate};
-        false -> error
-    end.
-
-resolve({priv, App, Sub}) when is_atom(App) ->
-    case code:priv_dir(App) of
-        {error, _} -> error;
-        Priv -> existing_dir(filename:join(Priv, Sub))
-    end;
-resolve(Dir) when is_list(Dir); is_binary(Dir) ->
-    existing_dir(unicode:characters_to_list(Dir));
-resolve(_) ->
-    error.
-
-existing_dir(Dir) ->
-    case filelib:is_dir(Dir) of
-        true -> filename:absname(Dir);
         false -> error
     end.
 

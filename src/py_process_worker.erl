@@ -33,7 +33,7 @@ init(Pool, Manager, Options, Manager) ->
            end,
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
-          calls => 0, stack => [], runners => #{}, cancel_file => CancelFile},
+          calls => 0, stack => [], cancel_file => CancelFile},
     guarded(fun() -> start(S) end, S).
 
 %% Runs F (which never returns: it loops until it exits); whatever way it ends, the Python
@@ -139,9 +139,7 @@ limit(N) -> integer_to_list(N).
 
 %% ---------------------------------------------------------------------------
 
-loop(#{port := Port, stack := Stack} = S) ->
-    %% For guarded/2, which answers the calls on the stack however this process ends.
-    _ = put(stack, Stack),
+loop(#{port := Port} = S) ->
     receive
         {Port, {data, Frame}} ->
             loop(frame(decode(Frame), S));
@@ -166,14 +164,18 @@ run(Alias, Kind, Payload, Detailed, Leader, Caller, #{port := Port, stack := Sta
     true = port_command(Port, Frame),
     Call = #call{alias = Alias, caller = Caller, monitor = erlang:monitor(process, Caller),
                  leader = Leader},
-    _ = put(stack, [Call | Stack]),
-    S#{stack := [Call | Stack]}.
+    set_stack([Call | Stack], S).
+
+%% The calls running, innermost first: in the state, and in the process dictionary for
+%% guarded/2, which answers them however this process ends.
+set_stack(Stack, S) ->
+    _ = put(stack, Stack),
+    S#{stack := Stack}.
 
 frame({result, Alias, Result}, #{stack := [#call{alias = Alias} = Call | Rest]} = S) ->
     ok = reply(Call, fix_error(Result)),
     true = erlang:demonitor(Call#call.monitor, [flush]),
-    _ = put(stack, Rest),
-    done(S#{stack := Rest});
+    done(set_stack(Rest, S));
 frame({result, _Alias, _Result}, S) ->
     %% A second answer to a call that answered (a cancellation landed as it wrote).
     S;
@@ -200,12 +202,12 @@ frame({output, Stream, Text}, #{stack := Stack} = S) ->
              end,
     _ = (catch py_output ! {Stream, Leader, Text}),
     S;
-frame({atom_limit}, #{stack := Stack}) ->
+frame({atom_limit}, #{stack := Stack} = S) ->
     Error = {error, {'OverflowError', <<"atom limit reached: an erlang.Atom would create a new "
                                          "atom (limit set by the atom_limit application env)">>,
                      <<"OverflowError: atom limit reached\n">>}},
     reply_all(Stack, Error),
-    put(stack, []),
+    _ = set_stack([], S),
     exit({worker_exit, atom_limit});
 frame(Other, _S) ->
     exit({bad_frame, Other}).
@@ -249,13 +251,13 @@ type(Other) ->
     Other.
 
 %% A callback runs in a process of its own, where a py:call on this pool comes back here.
-callback(Name, Args, #{pool := Pool, runners := Runners} = S) ->
+callback(Name, Args, #{pool := Pool} = S) ->
     Worker = self(),
     {Pid, Monitor} = spawn_monitor(fun() ->
         put({py_pool_waiter, Pool}, Worker),
         Worker ! {callback_reply, self(), reply_frame(py_callback:reply(Name, Args))}
     end),
-    wait_callback(Pid, Monitor, S#{runners := Runners#{Monitor => Pid}}).
+    wait_callback(Pid, Monitor, S).
 
 %% The callback's reply, while serving what may come meanwhile: nested calls, cancellation.
 wait_callback(Pid, Monitor, #{port := Port} = S) ->
@@ -263,10 +265,10 @@ wait_callback(Pid, Monitor, #{port := Port} = S) ->
         {callback_reply, Pid, Reply} ->
             erlang:demonitor(Monitor, [flush]),
             send_reply(Reply, S),
-            S#{runners := maps:remove(Monitor, maps:get(runners, S))};
+            S;
         {'DOWN', Monitor, process, Pid, Reason} ->
             send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S),
-            S#{runners := maps:remove(Monitor, maps:get(runners, S))};
+            S;
         {Port, {data, Frame}} ->
             %% A nested call's result (or output) while the callback runs.
             wait_callback(Pid, Monitor, frame(decode(Frame), S));
@@ -296,14 +298,14 @@ reply_frame({error, Class, Reason, Formatted, Stack}) ->
 reply_frame(Other) -> Other.
 
 %% The caller timed out (or died): CallCancelled in Python, and a kill if it runs on.
-cancel(Alias, #{stack := Stack, port := Port, options := Options} = S) ->
+cancel(Alias, #{stack := Stack, options := Options} = S) ->
     case lists:keyfind(Alias, #call.alias, Stack) of
         #call{cancelled = false} = Call ->
-            _ = Port,
             ok = file:write_file(maps:get(cancel_file, S), term_to_binary(Alias)),
             _ = os:cmd("kill -USR1 " ++ integer_to_list(maps:get(os_pid, S)) ++ " 2>/dev/null"),
             erlang:send_after(maps:get(give_up_after, Options), self(), {kill, Alias}),
-            S#{stack := lists:keyreplace(Alias, #call.alias, Stack, Call#call{cancelled = true})};
+            Cancelled = Call#call{cancelled = true},
+            set_stack(lists:keyreplace(Alias, #call.alias, Stack, Cancelled), S);
         _ ->
             S
     end.
@@ -318,8 +320,7 @@ kill(Alias, #{stack := Stack} = S) ->
     case lists:keymember(Alias, #call.alias, Stack) of
         true ->
             reply_all(Stack, {error, {worker_exit, killed}}),
-            put(stack, []),
-            stop({worker_exit, killed}, S);
+            stop({worker_exit, killed}, set_stack([], S));
         false ->
             S
     end.

@@ -8,8 +8,9 @@
 %% from c_src/py_request.c).
 %%
 %% Python sends `{Stream, GroupLeader | undefined, Text}': the group leader of the caller,
-%% which py:call passed with the request (a caller that has exited by now still gets it). Requests to group leaders are sent
-%% without waiting for their replies, so that a slow or dead group leader holds up nothing.
+%% which py:call passed with the request (a caller that has exited by now still gets it).
+%% Requests to group leaders are sent without waiting for their replies, so that a slow or
+%% dead group leader holds up nothing.
 -module(py_output).
 -behaviour(gen_server).
 

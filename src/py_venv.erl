@@ -92,7 +92,8 @@ install(Dir, Python, {Args, Hashed}) ->
         {ok, Wanted} ->
             {ok, unicode:characters_to_binary(Python)};
         _ ->
-            case run(Python, ["-m", "pip", "install", "--disable-pip-version-check", "-q" | Args]) of
+            Install = ["-m", "pip", "install", "--disable-pip-version-check", "-q" | Args],
+            case run(Python, Install) of
                 {0, _} ->
                     ok = file:write_file(Stamp, Wanted),
                     {ok, unicode:characters_to_binary(Python)};

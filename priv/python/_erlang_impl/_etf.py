@@ -146,6 +146,21 @@ _OPAQUE = {
 }
 
 
+def _size_at(data, pos, small):
+    """(a count of one byte, or of four for the large forms, next position)."""
+    if small:
+        return data[pos], pos + 1
+    return _u32_at(data, pos)[0], pos + 4
+
+
+def _decode_items(data, pos, count, depth):
+    items = []
+    for _ in range(count):
+        item, pos = _decode(data, pos, depth + 1)
+        items.append(item)
+    return items, pos
+
+
 def _decode(data, pos, depth):
     if depth > MAX_DEPTH:
         raise RecursionError(f"term nested deeper than {MAX_DEPTH} levels")
@@ -162,16 +177,8 @@ def _decode(data, pos, depth):
             raise ValueError("truncated external term")
         return _binary_to_py(data[pos + 4 : end]), end
     if tag == 104 or tag == 105:  # SMALL_TUPLE_EXT, LARGE_TUPLE_EXT
-        if tag == 104:
-            arity = data[pos]
-            pos += 1
-        else:
-            arity = _u32_at(data, pos)[0]
-            pos += 4
-        items = []
-        for _ in range(arity):
-            item, pos = _decode(data, pos, depth + 1)
-            items.append(item)
+        arity, pos = _size_at(data, pos, tag == 104)
+        items, pos = _decode_items(data, pos, arity, depth)
         if arity == 2 and type(items[0]) is Atom:
             # {bytes, Binary} is how Erlang asks for a Python bytes object.
             if items[0] == "bytes":
@@ -194,12 +201,8 @@ def _decode(data, pos, depth):
     if tag == 106:  # NIL_EXT
         return [], pos
     if tag == 108:  # LIST_EXT
-        count = _u32_at(data, pos)[0]
-        pos += 4
-        items = []
-        for _ in range(count):
-            item, pos = _decode(data, pos, depth + 1)
-            items.append(item)
+        count, pos = _size_at(data, pos, False)
+        items, pos = _decode_items(data, pos, count, depth)
         if data[pos] != 106:
             raise TypeError("cannot convert an improper list")
         return items, pos + 1
@@ -221,12 +224,7 @@ def _decode(data, pos, depth):
             )
         return result, pos
     if tag == 110 or tag == 111:  # SMALL_BIG_EXT, LARGE_BIG_EXT
-        if tag == 110:
-            size = data[pos]
-            pos += 1
-        else:
-            size = _u32_at(data, pos)[0]
-            pos += 4
+        size, pos = _size_at(data, pos, tag == 110)
         sign = data[pos]
         value = int.from_bytes(data[pos + 1 : pos + 1 + size], "little")
         return (-value if sign else value), pos + 1 + size
@@ -295,12 +293,11 @@ def _encode_int(value, out):
         if magnitude.bit_length() > MAX_INT_BITS:
             raise OverflowError("integer too large for Erlang")
         raw = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, "little")
+        sign = 1 if value < 0 else 0
         if len(raw) < 256:
-            out += b"\x6e" + bytes((len(raw), 1 if value < 0 else 0))
-        elif len(raw) <= 0xFFFFFFFF:
-            out += b"\x6f" + _u32.pack(len(raw)) + bytes((1 if value < 0 else 0,))
+            out += b"\x6e" + bytes((len(raw), sign))
         else:
-            raise OverflowError("integer too large for Erlang")
+            out += b"\x6f" + _u32.pack(len(raw)) + bytes((sign,))
         out += raw
 
 
@@ -314,12 +311,11 @@ def _encode_float(value, out):
 
 
 def _encode_list(items, out, depth):
-    if not items:
-        out += b"\x6a"
-        return
-    out += b"\x6c" + _u32.pack(len(items))
-    for item in items:
-        _encode(item, out, depth + 1)
+    # The length is known: items are written in place, not through a buffer of their own.
+    if items:
+        out += b"\x6c" + _u32.pack(len(items))
+        for item in items:
+            _encode(item, out, depth + 1)
     out += b"\x6a"
 
 
@@ -336,11 +332,9 @@ def _encode_iterable(value, out, depth):
             )
         _encode(item, body, depth + 1)
         count += 1
-    if count == 0:
-        out += b"\x6a"
-        return
-    out += b"\x6c" + _u32.pack(count)
-    out += body
+    if count:
+        out += b"\x6c" + _u32.pack(count)
+        out += body
     out += b"\x6a"
 
 

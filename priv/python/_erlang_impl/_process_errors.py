@@ -4,6 +4,7 @@ of c_src/py_error.c (docs/errors.md): {Type, Message, Traceback}, or with detail
 makes it an atom where that atom exists (src/py_process_worker.erl), as the NIF does.
 """
 
+import builtins
 import traceback
 
 from _erlang_impl import _etf
@@ -104,11 +105,7 @@ def _info(exc, depth):
     previous = _previous(exc)
     if isinstance(previous, BaseException):
         info[Atom("cause")] = _nested(previous, depth + 1)
-    group = (
-        getattr(__builtins__, "BaseExceptionGroup", None)
-        if not isinstance(__builtins__, dict)
-        else __builtins__.get("BaseExceptionGroup")
-    )
+    group = getattr(builtins, "BaseExceptionGroup", None)  # 3.11+
     if group is not None and isinstance(exc, group):
         info[Atom("exceptions")] = [
             _nested(sub, depth + 1) for sub in exc.exceptions if isinstance(sub, BaseException)

@@ -29,6 +29,7 @@ Erlang function called py:call back on this pool): it runs on top of the waiting
 """
 
 import ctypes
+import importlib
 import os
 import select
 import struct
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 _u32 = struct.Struct(">I")
 IN_FD = 3
@@ -217,7 +219,8 @@ class Worker:
                 if not isinstance(args, list):
                     raise TypeError("arguments must be a list")
                 value = target(*args, **_str_keys(kwargs, "keyword arguments", "keyword argument"))
-                if _is_coroutine(value):
+                # As the VM's PyCoro_CheckExact: an `async def' function runs to its end.
+                if type(value) is types.CoroutineType:
                     import asyncio
 
                     value = asyncio.run(value)
@@ -256,23 +259,7 @@ def _str_keys(mapping, what, key_what):
     return result
 
 
-def _is_coroutine(value):
-    return type(value).__name__ == "coroutine" and hasattr(value, "send")
-
-
-_main_namespace = None
-
-
-def _main():
-    global _main_namespace
-    if _main_namespace is None:
-        _main_namespace = sys.modules["__main__"].__dict__
-    return _main_namespace
-
-
 def _lookup(module_name, dotted):
-    import importlib
-
     module = sys.modules.get(module_name)
     if module is None:
         module = importlib.import_module(module_name)
@@ -303,7 +290,7 @@ def _run_source(code, local_vars, mode):
         if len(_code_cache) >= 512:
             _code_cache.clear()
         _code_cache[key] = compiled
-    namespace = _main()
+    namespace = sys.modules["__main__"].__dict__
     local_vars = _str_keys(local_vars, "locals", "locals")
     if local_vars:
         namespace = dict(namespace)

@@ -10,7 +10,7 @@
 -include("py_request_flags.hrl").
 
 -export([start_pool/2, stop_pool/1, pools/0, request/6, take_atom_budget/1]).
--export([init_atom_budget/1, lookup/1, check_options/1]).
+-export([init_atom_budget/1, lookup/1, check_options/1, claim/2]).
 
 -define(KEY(Name), {?MODULE, Name}).
 -define(ATOMS, {?MODULE, atom_budget}).
@@ -108,8 +108,8 @@ request(_Name, _Kind, _Payload, _Timeout, Flags, _Options)
     {error, {badarg, {option, {return, object}}}};
 request(Name, Kind, Payload, Timeout, Flags, Options) ->
     case lookup(Name) of
-        {ok, #{mode := process, manager := Manager}} ->
-            process_request(Name, Manager, Kind, Payload, Timeout, Flags);
+        {ok, #{mode := process} = Pool} ->
+            process_request(Name, Pool, Kind, Payload, Timeout, Flags);
         {ok, #{mode := nodes} = Pool} ->
             node_request(Name, Pool, Kind, Payload, Timeout, Options);
         error ->
@@ -119,21 +119,28 @@ request(Name, Kind, Payload, Timeout, Flags, Options) ->
 %% ---------------------------------------------------------------------------
 %% Process pools
 
-process_request(Name, Manager, Kind, Payload, Timeout, Flags) ->
+process_request(Name, Pool, Kind, Payload, Timeout, Flags) ->
     Detailed = Flags band ?DETAILED_ERRORS =/= 0,
-    %% Inside a callback of this pool's worker, to that worker: it serves nested calls.
+    %% Inside a callback of this pool's worker, to that worker: it serves nested calls. Else
+    %% to an idle worker claimed here, or to the manager's queue when all are busy.
     {To, Tag} = case get({py_pool_waiter, Name}) of
                     Worker when is_pid(Worker) -> {Worker, run};
-                    _ -> {Manager, py_pool_request}
+                    _ -> idle_worker(Pool)
                 end,
-    %% The answer comes to an alias of a monitor of the manager (or worker), which the answer
-    %% itself removes (reply_demonitor): once the call is over the alias is gone, and a late
-    %% answer is dropped, never left in the mailbox.
+    %% The answer comes to an alias of a monitor of the worker (or manager), which the
+    %% answer itself removes (reply_demonitor): once the call is over the alias is gone, and
+    %% a late answer is dropped, never left in the mailbox.
     Alias = erlang:monitor(process, To, [{alias, reply_demonitor}]),
     To ! {Tag, Alias, Kind, Payload, Detailed, group_leader(), self()},
     receive
         {Alias, Result} ->
             Result;
+        {'DOWN', Alias, process, _, noproc} when Tag =:= run ->
+            %% A worker claimed as it died idle: the call never reached it.
+            process_request(Name, Pool, Kind, Payload, Timeout, Flags);
+        {'DOWN', Alias, process, _, Reason} when Tag =:= run ->
+            %% A worker answers its calls before it exits; this is in case it could not.
+            {error, {worker_exit, Reason}};
         {'DOWN', Alias, process, _, _} ->
             {error, {pool_down, Name}}
     after Timeout ->
@@ -144,6 +151,31 @@ process_request(Name, Manager, Kind, Payload, Timeout, Flags) ->
         after 0 ->
             {error, timeout}
         end
+    end.
+
+idle_worker(#{slots := Slots, size := Size, workers := Table, manager := Manager}) ->
+    case claim(Slots, Size) of
+        {ok, Slot} ->
+            case ets:lookup(Table, Slot) of
+                [{Slot, Worker}] -> {Worker, run};
+                [] -> {Manager, py_pool_request}  % not reached: a slot is idle once filled
+            end;
+        none ->
+            {Manager, py_pool_request}
+    end.
+
+%% @private Claims an idle worker's slot (py_pool_manager): the first idle one, so that
+%% calls one after another keep going to a worker that is awake.
+-spec claim(atomics:atomics_ref(), pos_integer()) -> {ok, pos_integer()} | none.
+claim(Slots, Size) ->
+    claim(Slots, 1, Size).
+
+claim(_Slots, Slot, Size) when Slot > Size ->
+    none;
+claim(Slots, Slot, Size) ->
+    case atomics:compare_exchange(Slots, Slot, 0, 1) of
+        ok -> {ok, Slot};
+        _ -> claim(Slots, Slot + 1, Size)
     end.
 
 %% ---------------------------------------------------------------------------

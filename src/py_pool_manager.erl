@@ -1,7 +1,15 @@
 %% @private The manager of one named pool (py_pool). For `mode => process': starts its
-%% workers (py_process_worker), hands each call to an idle one or queues it, passes
-%% cancellations on, and replaces workers that exit (a crash, a kill, max_calls). For a pool
-%% of nodes: watches which of its nodes are up, for py_pool to spread calls over them.
+%% workers (py_process_worker), queues the calls that found no idle worker and hands them
+%% out, passes cancellations on, and replaces workers that exit (a crash, a kill,
+%% max_calls). For a pool of nodes: watches which of its nodes are up, for py_pool to spread
+%% calls over them.
+%%
+%% A process pool's workers each have a slot in an atomics array (0 idle, 1 busy, 2 no
+%% worker yet), and the pids in an ETS table by slot: a caller claims an idle worker with a
+%% compare-and-exchange and sends it the call itself, so that a small call does not wait on
+%% this process (docs/pools.md). Only a call that finds every worker busy comes here; the
+%% last element of the array counts those queued, and a worker that goes idle while it is
+%% not zero tells this process, which claims workers for the queue as callers do.
 -module(py_pool_manager).
 -behaviour(gen_server).
 
@@ -12,6 +20,11 @@
 -define(RESTART_DELAY_MS, 1000).
 %% How often a node pool tries to connect to its nodes that are down.
 -define(RECONNECT_MS, 1000).
+
+%% A slot's value.
+-define(IDLE, 0).
+-define(BUSY, 1).
+-define(NO_WORKER, 2).
 
 -spec start_link(atom(), map()) -> {ok, pid()} | {error, term()}.
 start_link(Name, Options) ->
@@ -28,12 +41,20 @@ init({Name, #{mode := nodes, nodes := Nodes}}) ->
     {ok, State};
 init({Name, #{size := Size, start_timeout := Timeout} = Options}) ->
     process_flag(trap_exit, true),
-    Workers = [py_process_worker:start_link(Name, self(), Options) || _ <- lists:seq(1, Size)],
+    Slots = atomics:new(Size + 1, [{signed, false}]),
+    [atomics:put(Slots, Slot, ?NO_WORKER) || Slot <- lists:seq(1, Size)],
+    Table = ets:new(py_pool_workers, [set, protected, {read_concurrency, true}]),
+    Pool = #{mode => process, manager => self(), slots => Slots, size => Size,
+             workers => Table},
+    S0 = #{name => Name, mode => process, options => Options, pool => Pool, slot_of => #{},
+           busy => #{}, queue => queue:new()},
+    S = lists:foldl(fun start_worker/2, S0, lists:seq(1, Size)),
+    Workers = maps:keys(maps:get(slot_of, S)),
     case await_started(Workers, Timeout + 1000) of
         ok ->
-            persistent_term:put({py_pool, Name}, #{mode => process, manager => self()}),
-            {ok, #{name => Name, mode => process, options => Options, idle => Workers,
-                   busy => #{}, queue => queue:new(), cancelled => #{}}};
+            [atomics:put(Slots, Slot, ?IDLE) || Slot <- lists:seq(1, Size)],
+            persistent_term:put({py_pool, Name}, Pool),
+            {ok, S};
         {error, Reason} ->
             %% `shutdown', not `kill': a worker kills its Python process group on its way out.
             [exit(W, shutdown) || W <- Workers],
@@ -65,7 +86,11 @@ handle_cast(_Msg, State) ->
 
 %% A process pool.
 handle_info({py_pool_request, Alias, _, _, _, _, _} = Request, #{mode := process} = S) ->
-    {noreply, dispatch(Alias, Request, S)};
+    %% Counted before a worker is looked for: a worker that goes idle meanwhile either is
+    %% claimed here or sees the count and says so (py_process_worker, done/1).
+    #{queue := Queue, pool := #{slots := Slots, size := Size}} = S,
+    atomics:add(Slots, Size + 1, 1),
+    {noreply, hand_out(S#{queue := queue:in({Alias, Request}, Queue)})};
 handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := Busy} = S) ->
     case [W || {W, A} <- maps:to_list(Busy), A =:= Alias] of
         [Worker] ->
@@ -74,31 +99,40 @@ handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := 
         [] ->
             {noreply, S#{queue := queue:filter(fun({A, _}) -> A =/= Alias end, Queue)}}
     end;
-handle_info({worker_idle, Worker}, #{mode := process} = S) ->
-    {noreply, next(Worker, S#{busy := maps:remove(Worker, maps:get(busy, S))})};
-handle_info({worker_started, Worker}, #{mode := process} = S) ->
-    {noreply, next(Worker, S)};
-handle_info({'EXIT', Worker, Reason}, #{mode := process, idle := Idle, busy := Busy} = S) ->
+handle_info({worker_idle, _Worker}, #{mode := process} = S) ->
+    {noreply, hand_out(S)};
+handle_info({worker_started, Worker}, #{mode := process, slot_of := SlotOf} = S) ->
+    #{pool := #{slots := Slots}} = S,
+    case maps:find(Worker, SlotOf) of
+        {ok, Slot} -> atomics:put(Slots, Slot, ?IDLE);
+        error -> ok
+    end,
+    {noreply, hand_out(S)};
+handle_info({'EXIT', Worker, Reason}, #{mode := process, slot_of := SlotOf, busy := Busy} = S)
+  when is_map_key(Worker, SlotOf) ->
     %% The worker answered its callers itself before it exited; replace it (later, if it
     %% could not start: a Python that fails at once must not be restarted in a loop).
-    S1 = S#{idle := lists:delete(Worker, Idle), busy := maps:remove(Worker, Busy)},
+    #{pool := #{slots := Slots}} = S,
+    Slot = maps:get(Worker, SlotOf),
+    atomics:put(Slots, Slot, ?NO_WORKER),
+    S1 = S#{slot_of := maps:remove(Worker, SlotOf), busy := maps:remove(Worker, Busy)},
     _ = case maps:find(Worker, Busy) of
             {ok, Alias} when Reason =/= normal ->
                 %% In case it could not (it answers before it exits when it can): the
-                %% caller's alias drops a second answer.
+                %% caller's alias drops a second answer, or one for a call that is over.
                 Alias ! {Alias, {error, {worker_exit, Reason}}};
             _ ->
                 ok
         end,
     case Reason of
         {start_failed, _} ->
-            erlang:send_after(?RESTART_DELAY_MS, self(), start_worker),
+            erlang:send_after(?RESTART_DELAY_MS, self(), {start_worker, Slot}),
             {noreply, S1};
         _ ->
-            {noreply, start_worker(S1)}
+            {noreply, start_worker(Slot, S1)}
     end;
-handle_info(start_worker, #{mode := process} = S) ->
-    {noreply, start_worker(S)};
+handle_info({start_worker, Slot}, #{mode := process} = S) ->
+    {noreply, start_worker(Slot, S)};
 %% A node pool.
 handle_info({Event, _Node}, #{mode := nodes} = S) when Event =:= nodeup; Event =:= nodedown ->
     publish_up(S),
@@ -115,39 +149,48 @@ terminate(_Reason, #{mode := nodes, up_key := Up, name := Name}) ->
     _ = persistent_term:erase(Up),
     _ = persistent_term:erase({py_pool, Name}),
     ok;
-terminate(Reason, #{mode := process, name := Name, idle := Idle, busy := Busy}) ->
+terminate(Reason, #{mode := process, name := Name, slot_of := SlotOf}) ->
     _ = persistent_term:erase({py_pool, Name}),
     %% Each worker kills its Python process group on its manager's exit.
-    [exit(W, Reason) || W <- Idle ++ maps:keys(Busy)],
+    [exit(W, Reason) || W <- maps:keys(SlotOf)],
     ok.
 
 %% ---------------------------------------------------------------------------
 
-dispatch(Alias, Request, S) ->
-    Caller = element(7, Request),
-    case node(Caller) =:= node() andalso not is_process_alive(Caller) of
-        true -> S;  % its caller died while it waited: nobody wants it
-        false -> hand_out(Alias, Request, S)
+%% Hands queued calls to the workers it can claim, as callers claim them (py_pool).
+hand_out(#{queue := Queue, busy := Busy, pool := Pool} = S) ->
+    #{slots := Slots, size := Size, workers := Table} = Pool,
+    case queue:peek(Queue) of
+        empty ->
+            S;
+        {value, {Alias, Request}} ->
+            Caller = element(7, Request),
+            case node(Caller) =:= node() andalso not is_process_alive(Caller) of
+                true ->
+                    %% Its caller died while it waited: nobody wants it.
+                    atomics:sub(Slots, Size + 1, 1),
+                    hand_out(S#{queue := queue:drop(Queue)});
+                false ->
+                    case py_pool:claim(Slots, Size) of
+                        {ok, Slot} ->
+                            atomics:sub(Slots, Size + 1, 1),
+                            [{Slot, Worker}] = ets:lookup(Table, Slot),
+                            Worker ! setelement(1, Request, run),
+                            hand_out(S#{queue := queue:drop(Queue),
+                                        busy := Busy#{Worker => Alias}});
+                        none ->
+                            S
+                    end
+            end
     end.
 
-hand_out(Alias, Request, #{idle := [Worker | Idle], busy := Busy} = S) ->
-    Worker ! setelement(1, Request, run),
-    S#{idle := Idle, busy := Busy#{Worker => Alias}};
-hand_out(Alias, Request, #{idle := [], queue := Queue} = S) ->
-    S#{queue := queue:in({Alias, Request}, Queue)}.
-
-next(Worker, #{queue := Queue, idle := Idle} = S) ->
-    case queue:out(Queue) of
-        {{value, {Alias, Request}}, Rest} ->
-            dispatch(Alias, Request, S#{queue := Rest, idle := [Worker | Idle]});
-        {empty, _} ->
-            S#{idle := [Worker | Idle]}
-    end.
-
-%% A replacement; if it cannot start, tried again later.
-start_worker(#{name := Name, options := Options} = S) ->
-    _ = py_process_worker:start_link(Name, self(), Options),
-    S.
+%% A worker for Slot; if it cannot start, tried again later. Its slot is made idle when it
+%% says it started.
+start_worker(Slot, #{name := Name, options := Options, pool := Pool, slot_of := SlotOf} = S) ->
+    #{slots := Slots, size := Size, workers := Table} = Pool,
+    Worker = py_process_worker:start_link(Name, self(), Options#{slot => {Slots, Slot, Size}}),
+    true = ets:insert(Table, {Slot, Worker}),
+    S#{slot_of := SlotOf#{Worker => Slot}}.
 
 publish_up(#{nodes := Nodes, up_key := Key}) ->
     Up = [N || N <- Nodes, N =:= node() orelse lists:member(N, nodes())],

@@ -4,6 +4,14 @@
 %% (py_pool_manager), and the calls nested in it: a callback of that call that calls py:call on
 %% the same pool comes straight here, and the Python side serves it while it waits.
 %%
+%% Frames travel over a Unix stream socket the Python process connects to at its start, not
+%% over the port: after sending a call, this process polls the socket for a while
+%% (?SPIN_MICROSECONDS) before it sleeps, and a small call's answer is taken within
+%% microseconds of its writing, with no scheduler wake-up (a port's data comes through the
+%% VM's poll, and each wake-up costs tens of microseconds here: docs/pools.md, "Why a
+%% socket"). The port stays for the process's life: its exit status, and its descriptors
+%% 3 and 4, unused.
+%%
 %% A call's timeout or its caller's death cancels it: its Id goes to the cancel file and the
 %% Python process gets SIGUSR1, which raises CallCancelled in that call; if the call is still
 %% running `give_up_after' ms later, the whole process group is killed and this process exits,
@@ -17,6 +25,11 @@
 -record(call, {alias :: reference(), caller :: pid(), monitor :: reference(),
                leader :: pid() | undefined, cancelled = false :: boolean()}).
 
+%% How long this process polls the socket for the next frame after writing a call (or a
+%% callback's reply) before it sleeps until the VM's poll says the socket is readable. The
+%% Python side polls for 50 us as well (_process_worker.py, SPIN_SECONDS).
+-define(SPIN_MICROSECONDS, 50).
+
 -spec start_link(atom(), pid(), map()) -> pid().
 start_link(Pool, Manager, Options) ->
     proc_lib:spawn_link(?MODULE, init, [Pool, Manager, Options, self()]).
@@ -25,21 +38,30 @@ start_link(Pool, Manager, Options) ->
 -spec init(atom(), pid(), map(), pid()) -> no_return().
 init(Pool, Manager, Options, Manager) ->
     %% Its manager's end must kill the Python process group: one stuck in C never reads the
-    %% port's end.
+    %% socket.
     process_flag(trap_exit, true),
     CancelFile = cancel_file(),
-    Port = try open(Options, CancelFile)
-           catch error:Why -> exit({start_failed, {open_port, Why}})
+    {Dir, Listen} = case listen() of
+                        {ok, D, L} -> {D, L};
+                        {error, Why} -> exit({start_failed, {socket, Why}})
+                    end,
+    Token = token(),
+    Port = try open(Options, CancelFile, socket_path(Dir), Token)
+           catch error:Why2 ->
+                   _ = socket:close(Listen),
+                   remove_socket_dir(Dir),
+                   exit({start_failed, {open_port, Why2}})
            end,
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
-          calls => 0, stack => [], cancel_file => CancelFile},
-    guarded(fun() -> start(S) end, S).
+          calls => 0, stack => [], cancel_file => CancelFile, socket_dir => Dir,
+          sock => undefined, buffer => <<>>, select => undefined},
+    guarded(fun() -> start(S, Listen, Token) end, S).
 
 %% Runs F (which never returns: it loops until it exits); whatever way it ends, the Python
 %% process group goes first, and calls still on the stack are answered.
 -spec guarded(fun(() -> no_return()), map()) -> no_return().
-guarded(F, #{os_pid := OsPid, port := Port, cancel_file := CancelFile}) ->
+guarded(F, #{os_pid := OsPid, port := Port, cancel_file := CancelFile, socket_dir := Dir}) ->
     try
         F()
     catch
@@ -47,6 +69,7 @@ guarded(F, #{os_pid := OsPid, port := Port, cancel_file := CancelFile}) ->
             _ = os:cmd("kill -KILL -" ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
             _ = (catch port_close(Port)),
             _ = file:delete(CancelFile),
+            remove_socket_dir(Dir),
             Stacked = case get(stack) of undefined -> []; L -> L end,
             reply_all(Stacked, {error, {worker_exit, exit_reason_of(Class, Reason)}}),
             erlang:raise(Class, Reason, Stack)
@@ -56,68 +79,149 @@ exit_reason_of(exit, {worker_exit, Reason}) -> Reason;
 exit_reason_of(exit, Reason) -> Reason;
 exit_reason_of(Class, Reason) -> {Class, Reason}.
 
-start(#{port := Port, os_pid := OsPid, options := Options, manager := Manager} = S) ->
-    receive
-        {Port, {data, Frame}} ->
-            case decode(Frame) of
-                {ready, OsPid, _Version} ->
-                    ok = run_init(Port, Options),
-                    Manager ! {worker_started, self()},
-                    loop(S);
-                Other ->
-                    exit({start_failed, {unexpected, Other}})
+%% The Python process connects to the socket and says `ready' with the token it was given
+%% (the directory is the VM user's own, mode 0700: the token only makes sure the connection
+%% is the Python this port started); then the pool's init code runs, and the worker is
+%% ready for calls.
+start(#{port := Port, os_pid := OsPid, manager := Manager, socket_dir := Dir,
+        options := Options} = S, Listen, Token) ->
+    Deadline = erlang:monotonic_time(millisecond) + maps:get(start_timeout, Options),
+    Sock = accept(Listen, Port, Deadline),
+    _ = socket:close(Listen),
+    remove_socket_dir(Dir),
+    case startup_frame(S#{sock := Sock}, Deadline) of
+        {{ready, OsPid, _Version, Token}, S1} ->
+            S2 = run_init(S1, Deadline),
+            Manager ! {worker_started, self()},
+            loop(arm(S2));
+        {Other, _} ->
+            exit({start_failed, {unexpected, Other}})
+    end.
+
+%% A private directory (mode 0700) for the socket, removed once the worker connected.
+listen() ->
+    Dir = filename:join(temp_dir(), "erlang_python." ++ os:getpid() ++ "."
+                                    ++ integer_to_list(erlang:unique_integer([positive]))),
+    case file:make_dir(Dir) of
+        ok -> listen(Dir);
+        {error, Reason} -> {error, Reason}
+    end.
+
+listen(Dir) ->
+    Result = case file:change_mode(Dir, 8#700) of
+                 ok -> bind(socket:open(local, stream, default), socket_path(Dir));
+                 {error, _} = Error -> Error
+             end,
+    case Result of
+        {ok, Listen} ->
+            {ok, Dir, Listen};
+        {error, Reason} ->
+            remove_socket_dir(Dir),
+            {error, Reason}
+    end.
+
+bind({ok, Listen}, Path) ->
+    case socket:bind(Listen, #{family => local, path => Path}) of
+        ok ->
+            ok = socket:listen(Listen),
+            {ok, Listen};
+        {error, Reason} ->
+            _ = socket:close(Listen),
+            {error, Reason}
+    end;
+bind({error, Reason}, _Path) ->
+    {error, Reason}.
+
+socket_path(Dir) ->
+    filename:join(Dir, "s").
+
+remove_socket_dir(Dir) ->
+    _ = file:delete(socket_path(Dir)),
+    _ = file:del_dir(Dir),
+    ok.
+
+token() ->
+    binary:encode_hex(rand:bytes(16)).
+
+accept(Listen, Port, Deadline) ->
+    case socket:accept(Listen, nowait) of
+        {ok, Sock} ->
+            Sock;
+        {select, {select_info, _, Handle}} ->
+            receive
+                {'$socket', Listen, select, Handle} ->
+                    accept(Listen, Port, Deadline);
+                {Port, {exit_status, Status}} ->
+                    exit({start_failed, exit_reason(Status)})
+            after max(0, Deadline - erlang:monotonic_time(millisecond)) ->
+                exit({start_failed, start_timeout})
             end;
-        {Port, {exit_status, Status}} ->
-            exit({start_failed, exit_reason(Status)})
-    after maps:get(start_timeout, Options) ->
-        exit({start_failed, start_timeout})
+        {error, Reason} ->
+            exit({start_failed, {accept, Reason}})
+    end.
+
+%% The next frame while the worker starts (before it serves calls).
+startup_frame(S, Deadline) ->
+    case take_frame(S) of
+        {Frame, S1} ->
+            {Frame, S1};
+        none ->
+            #{sock := Sock, port := Port, buffer := Buffer} = S,
+            Timeout = max(0, Deadline - erlang:monotonic_time(millisecond)),
+            case socket:recv(Sock, 0, Timeout) of
+                {ok, Data} ->
+                    startup_frame(S#{buffer := <<Buffer/binary, Data/binary>>}, Deadline);
+                {error, timeout} ->
+                    exit({start_failed, start_timeout});
+                {error, _} ->
+                    receive
+                        {Port, {exit_status, Status}} -> exit({start_failed, exit_reason(Status)})
+                    after 1000 ->
+                        exit({start_failed, socket_closed})
+                    end
+            end
     end.
 
 %% Where the Id of a call to cancel is written before SIGUSR1 (_process_worker.py).
 cancel_file() ->
-    Dir = case os:getenv("TMPDIR") of
-              false -> "/tmp";
-              "" -> "/tmp";
-              D -> D
-          end,
-    filename:join(Dir, "erlang_python_cancel." ++ os:getpid() ++ "."
+    filename:join(temp_dir(), "erlang_python_cancel." ++ os:getpid() ++ "."
                        ++ integer_to_list(erlang:unique_integer([positive]))).
+
+temp_dir() ->
+    case os:getenv("TMPDIR") of
+        false -> "/tmp";
+        "" -> "/tmp";
+        D -> D
+    end.
 
 %% The pool's `init' code, run in __main__ before the worker takes calls: what every worker
 %% of the pool, and every replacement, must have defined.
-run_init(Port, #{init := Code, start_timeout := Timeout}) ->
+run_init(#{options := #{init := Code}} = S, Deadline) ->
     Id = make_ref(),
-    true = port_command(Port, term_to_binary({run, Id, exec, term_to_binary(Code), true, self()})),
-    init_result(Port, Id, erlang:monotonic_time(millisecond) + Timeout);
-run_init(_Port, _Options) ->
-    ok.
+    send_frame(call_frame(Id, exec, Code, true, self()), S),
+    init_result(S, Id, Deadline);
+run_init(S, _Deadline) ->
+    S.
 
-init_result(Port, Id, Deadline) ->
-    receive
-        {Port, {data, Frame}} ->
-            case decode(Frame) of
-                {result, Id, ok} ->
-                    ok;
-                {result, Id, {error, Reason}} ->
-                    exit({start_failed, {init_failed, fix_error_reason(Reason)}});
-                {output, Stream, Text} ->
-                    %% What init prints goes where output of no call goes.
-                    _ = (catch py_output ! {Stream, undefined, Text}),
-                    init_result(Port, Id, Deadline);
-                Other ->
-                    exit({start_failed, {unexpected, Other}})
-            end;
-        {Port, {exit_status, Status}} ->
-            exit({start_failed, exit_reason(Status)})
-    after max(0, Deadline - erlang:monotonic_time(millisecond)) ->
-        exit({start_failed, start_timeout})
+init_result(S, Id, Deadline) ->
+    case startup_frame(S, Deadline) of
+        {{result, Id, ok}, S1} ->
+            S1;
+        {{result, Id, {error, Reason}}, _} ->
+            exit({start_failed, {init_failed, fix_error_reason(Reason)}});
+        {{output, Stream, Text}, S1} ->
+            %% What init prints goes where output of no call goes.
+            _ = (catch py_output ! {Stream, undefined, Text}),
+            init_result(S1, Id, Deadline);
+        {Other, _} ->
+            exit({start_failed, {unexpected, Other}})
     end.
 
 fix_error_reason(Reason) ->
     {error, Fixed} = fix_error({error, Reason}),
     Fixed.
 
-open(Options, CancelFile) ->
+open(Options, CancelFile, SocketPath, Token) ->
     Python = maps:get(python, Options),
     PythonPath = lists:join(":", [filename:join(py_nif:priv_dir(), "python")
                                   | maps:get(python_path, Options)]),
@@ -128,6 +232,8 @@ open(Options, CancelFile) ->
            {"PYTHONPATH", unicode:characters_to_list(PythonPath)},
            {"PYTHONDONTWRITEBYTECODE", "1"},
            {"ERLANG_PYTHON_CANCEL_FILE", CancelFile},
+           {"ERLANG_PYTHON_SOCKET", SocketPath},
+           {"ERLANG_PYTHON_TOKEN", binary_to_list(Token)},
            {"ERLANG_PYTHON_MEMORY_LIMIT", limit(maps:get(memory_limit, Options))},
            {"ERLANG_PYTHON_CPU_LIMIT", limit(maps:get(cpu_limit, Options))}],
     open_port({spawn_executable, Python},
@@ -139,16 +245,17 @@ limit(N) -> integer_to_list(N).
 
 %% ---------------------------------------------------------------------------
 
-loop(#{port := Port} = S) ->
+loop(#{port := Port, sock := Sock} = S) ->
     receive
-        {Port, {data, Frame}} ->
-            loop(frame(decode(Frame), S));
+        {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
+            loop(arm(readable(S)));
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
-            loop(run(Alias, Kind, Payload, Detailed, Leader, Caller, S));
+            S1 = run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S)),
+            loop(arm(spin(S1)));
         {py_pool_cancel, Alias} ->
             loop(cancel(Alias, S));
         {'EXIT', Manager, Reason} when Manager =:= map_get(manager, S) ->
-            stop(Reason, S);
+            pool_down(Reason, S);
         {'EXIT', _, _} ->
             loop(S);
         {'DOWN', Monitor, process, _, _} ->
@@ -156,15 +263,115 @@ loop(#{port := Port} = S) ->
         {kill, Alias} ->
             loop(kill(Alias, S));
         {Port, {exit_status, Status}} ->
-            exit({worker_exit, exit_reason(Status)})
+            exit({worker_exit, exit_reason(Status)});
+        {'$socket', Sock, select, _Stale} ->
+            %% Of a select withdrawn (disarm/1) after it fired.
+            loop(S)
     end.
 
-run(Alias, Kind, Payload, Detailed, Leader, Caller, #{port := Port, stack := Stack} = S) ->
-    Frame = term_to_binary({run, Alias, Kind, term_to_binary(Payload), Detailed, Caller}),
-    true = port_command(Port, Frame),
+run(Alias, Kind, Payload, Detailed, Leader, Caller, #{stack := Stack} = S) ->
+    send_frame(call_frame(Alias, Kind, Payload, Detailed, Caller), S),
     Call = #call{alias = Alias, caller = Caller, monitor = erlang:monitor(process, Caller),
                  leader = Leader},
     set_stack([Call | Stack], S).
+
+%% ---------------------------------------------------------------------------
+%% The socket. The VM's poll is asked to tell when it is readable (arm/1: a `select'
+%% message comes) only while this process waits in `receive'; after writing, it is read
+%% directly for a while instead (spin/1).
+
+send_frame(Frame, #{sock := Sock}) ->
+    case socket:send(Sock, [<<(iolist_size(Frame)):32>>, Frame]) of
+        ok -> ok;
+        {error, Reason} -> exit({worker_exit, {socket, Reason}})
+    end.
+
+%% A call, as _process_worker.py reads it: a header of bytes, not a term, then the payload.
+call_frame(Alias, Kind, Payload, Detailed, Caller) ->
+    <<131, Id/binary>> = term_to_binary(Alias),
+    <<131, From/binary>> = term_to_binary(Caller),
+    KindByte = case Kind of call -> $c; eval -> $e; exec -> $x end,
+    DetailedByte = case Detailed of true -> 1; false -> 0 end,
+    [<<"R", DetailedByte, KindByte, (byte_size(Id)):16>>, Id, <<(byte_size(From)):16>>, From,
+     term_to_binary(Payload)].
+
+%% Reads the socket until the call in progress has answered, or for ?SPIN_MICROSECONDS
+%% (from the last frame: a callback or output means more may come soon).
+spin(S) ->
+    spin(S, spin_until()).
+
+spin(#{stack := []} = S, _Until) ->
+    S;
+spin(#{sock := Sock, buffer := Buffer} = S, Until) ->
+    case socket:recv(Sock, 0, 0) of
+        {ok, Data} ->
+            spin(frames(S#{buffer := <<Buffer/binary, Data/binary>>}), spin_until());
+        {error, timeout} ->
+            case erlang:monotonic_time(microsecond) < Until of
+                true -> spin(S, Until);
+                false -> S
+            end;
+        {error, _Closed} ->
+            closed(S)
+    end.
+
+spin_until() ->
+    erlang:monotonic_time(microsecond) + ?SPIN_MICROSECONDS.
+
+%% The VM's poll said the socket is readable.
+readable(#{sock := Sock, buffer := Buffer} = S) ->
+    case socket:recv(Sock, 0, 0) of
+        {ok, Data} -> frames(S#{select := undefined, buffer := <<Buffer/binary, Data/binary>>});
+        {error, timeout} -> S#{select := undefined};
+        {error, _Closed} -> closed(S#{select := undefined})
+    end.
+
+%% Asks for a `select' message when the socket is readable; reads what is there already.
+arm(#{select := undefined, sock := Sock, buffer := Buffer} = S) ->
+    case socket:recv(Sock, 0, nowait) of
+        {ok, Data} ->
+            arm(frames(S#{buffer := <<Buffer/binary, Data/binary>>}));
+        {select, {select_info, _, Handle}} ->
+            S#{select := Handle};
+        {error, _Closed} ->
+            closed(S)
+    end;
+arm(S) ->
+    S.
+
+%% Withdraws the request for a `select' message, and drops the message if it came.
+disarm(#{select := undefined} = S) ->
+    S;
+disarm(#{select := Handle, sock := Sock} = S) ->
+    _ = socket:cancel(Sock, {select_info, recv, Handle}),
+    receive
+        {'$socket', Sock, select, Handle} -> ok
+    after 0 ->
+        ok
+    end,
+    S#{select := undefined}.
+
+%% Python closed its end: it is exiting (its exit status follows), or its code closed the
+%% socket; either way this worker is done.
+-spec closed(map()) -> no_return().
+closed(#{port := Port}) ->
+    receive
+        {Port, {exit_status, Status}} -> exit({worker_exit, exit_reason(Status)})
+    after 1000 ->
+        exit({worker_exit, socket_closed})
+    end.
+
+%% Handles each whole frame of the buffer, in order.
+frames(S) ->
+    case take_frame(S) of
+        {Frame, S1} -> frames(frame(Frame, S1));
+        none -> S
+    end.
+
+take_frame(#{buffer := <<Size:32, Frame:Size/binary, Rest/binary>>} = S) ->
+    {decode(Frame), S#{buffer := Rest}};
+take_frame(_S) ->
+    none.
 
 %% The calls running, innermost first: in the state, and in the process dictionary for
 %% guarded/2, which answers them however this process ends.
@@ -217,8 +424,14 @@ done(#{stack := [_ | _]} = S) ->
     S;
 done(#{calls := Calls, options := #{max_calls := Max}}) when Calls + 1 >= Max ->
     exit(normal);
-done(#{calls := Calls, manager := Manager} = S) ->
-    Manager ! {worker_idle, self()},
+done(#{calls := Calls, manager := Manager, options := #{slot := {Slots, Slot, Size}}} = S) ->
+    %% Idle for callers to claim (py_pool); the manager is told only when calls wait in
+    %% its queue (it counts them before it looks for a worker: one of the two sees the other).
+    ok = atomics:put(Slots, Slot, 0),
+    _ = case atomics:get(Slots, Size + 1) of
+            0 -> ok;
+            _ -> Manager ! {worker_idle, self()}
+        end,
     S#{calls := Calls + 1}.
 
 reply(#call{alias = Alias, cancelled = false}, Result) ->
@@ -260,35 +473,49 @@ callback(Name, Args, #{pool := Pool} = S) ->
     wait_callback(Pid, Monitor, S).
 
 %% The callback's reply, while serving what may come meanwhile: nested calls, cancellation.
-wait_callback(Pid, Monitor, #{port := Port} = S) ->
+%% Frames that came after the callback's are handled first.
+wait_callback(Pid, Monitor, S) ->
+    case take_frame(S) of
+        {Frame, S1} ->
+            %% A nested call's result (or output) while the callback runs.
+            wait_callback(Pid, Monitor, frame(Frame, S1));
+        none ->
+            wait_callback_receive(Pid, Monitor, arm(S))
+    end.
+
+wait_callback_receive(Pid, Monitor, #{port := Port, sock := Sock} = S) ->
     receive
         {callback_reply, Pid, Reply} ->
             erlang:demonitor(Monitor, [flush]),
-            send_reply(Reply, S),
-            S;
+            S1 = disarm(S),
+            send_reply(Reply, S1),
+            spin(S1);
         {'DOWN', Monitor, process, Pid, Reason} ->
-            send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S),
-            S;
-        {Port, {data, Frame}} ->
-            %% A nested call's result (or output) while the callback runs.
-            wait_callback(Pid, Monitor, frame(decode(Frame), S));
+            S1 = disarm(S),
+            send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S1),
+            spin(S1);
+        {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
+            wait_callback(Pid, Monitor, readable(S));
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
-            wait_callback(Pid, Monitor, run(Alias, Kind, Payload, Detailed, Leader, Caller, S));
+            S1 = run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S)),
+            wait_callback(Pid, Monitor, spin(S1));
         {py_pool_cancel, Alias} ->
-            wait_callback(Pid, Monitor, cancel(Alias, S));
+            wait_callback_receive(Pid, Monitor, cancel(Alias, S));
         {'EXIT', Manager, Reason} when Manager =:= map_get(manager, S) ->
-            stop(Reason, S);
+            pool_down(Reason, S);
         {'DOWN', Other, process, _, _} ->
-            wait_callback(Pid, Monitor, down(Other, S));
+            wait_callback_receive(Pid, Monitor, down(Other, S));
         {kill, Alias} ->
-            wait_callback(Pid, Monitor, kill(Alias, S));
+            wait_callback_receive(Pid, Monitor, kill(Alias, S));
         {Port, {exit_status, _}} = Exit ->
             self() ! Exit,
-            S
+            S;
+        {'$socket', Sock, select, _Stale} ->
+            wait_callback_receive(Pid, Monitor, S)
     end.
 
-send_reply(Reply, #{port := Port}) ->
-    true = port_command(Port, term_to_binary({reply, Reply})).
+send_reply(Reply, S) ->
+    send_frame(term_to_binary({reply, Reply}), S).
 
 %% The value, and an error's reason, as binaries of their own: Python decodes each where its
 %% conversion errors belong (_process_worker.py, reply_value).
@@ -329,6 +556,13 @@ kill(Alias, #{stack := Stack} = S) ->
 %% the calls still waiting.
 -spec stop(term(), map()) -> no_return().
 stop(Reason, _S) ->
+    exit(Reason).
+
+%% The pool stopped: its calls in flight say so, as calls waiting in its queue do (py_pool).
+-spec pool_down(term(), map()) -> no_return().
+pool_down(Reason, #{stack := Stack, pool := Pool} = S) ->
+    reply_all(Stack, {error, {pool_down, Pool}}),
+    _ = set_stack([], S),
     exit(Reason).
 
 reply_all(Calls, Result) ->

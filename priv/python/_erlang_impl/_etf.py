@@ -249,6 +249,14 @@ def encode(value):
     return bytes(out)
 
 
+def encode_after(head, value):
+    """head (bytes of a term's encoding up to its last element) followed by value's
+    encoding: the frame of a result, with no tuple of its own to build and walk."""
+    out = bytearray(head)
+    _encode(value, out, 0)
+    return bytes(out)
+
+
 _atom_bytes = {}
 
 

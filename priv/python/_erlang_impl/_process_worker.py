@@ -1,16 +1,20 @@
 """A pool worker in ``mode => process`` (docs/pools.md): Python in an OS process of its own,
 serving one Erlang process (src/py_process_worker.erl) over a port.
 
-Frames are 4-byte big-endian lengths followed by a term in the external term format, read
-from fd 3 and written to fd 4 (the port's `nouse_stdio`), so that fds 1 and 2 stay those of
-the VM. Erlang to Python:
+Frames are 4-byte big-endian lengths followed by a term in the external term format, on a
+Unix stream socket whose path ERLANG_PYTHON_SOCKET names (the Erlang side reads it directly
+after a call, which a port's pipe does not allow: docs/pools.md, "Why a socket"). The port
+that started this process keeps fds 3 and 4 (`nouse_stdio`, unused), so that fds 1 and 2
+stay those of the VM. Erlang to Python:
 
-    {run, Id, Kind, Payload, Detailed, Caller}   Kind: call | eval | exec; Payload a binary
-    {reply, Reply}                               the answer to this worker's callback, a
-                                                 binary
+    a call: "R", Detailed (0 | 1), Kind ("c"all | "e"val | "x"ec), then the call's Id and
+        its caller's pid, each as a 16-bit size and its external term format without the
+        version byte, then the payload's term_to_binary: the header is read with slicing,
+        not the term decoder, which took a third of a small call's time in Python
+    {reply, Reply}      the answer to this worker's callback, a binary
 
-(Payload and Reply travel as term_to_binary binaries of their own, decoded where their
-conversion errors belong: in the call, and in erlang.call.)
+(Payload and Reply are term_to_binary binaries of their own, decoded where their conversion
+errors belong: in the call, and in erlang.call.)
 
 and SIGUSR1 when a call timed out or its caller died: the VM first writes the call's Id (its
 external term format) to the file ERLANG_PYTHON_CANCEL_FILE names, and CallCancelled is raised
@@ -18,7 +22,8 @@ only in that call, so that a signal handled late never cancels the next one.
 
 Python to Erlang:
 
-    {ready, OsPid, Version}
+    {ready, OsPid, Version, Token}   Token: ERLANG_PYTHON_TOKEN, proof that this is the
+                                     Python the port started
     {result, Id, Result}      Result: {ok, V} | ok | {error, {Type, Message, Traceback[, Info]}}
     {callback, Name, Args}    erlang.call; answered by {reply, Reply}
     {send, Dest, Term}        erlang.send
@@ -32,6 +37,7 @@ import ctypes
 import importlib
 import os
 import select
+import socket
 import struct
 import sys
 import threading
@@ -40,8 +46,12 @@ import traceback
 import types
 
 _u32 = struct.Struct(">I")
-IN_FD = 3
-OUT_FD = 4
+_u16 = struct.Struct(">H")
+_KINDS = {ord("c"): "call", ord("e"): "eval", ord("x"): "exec"}
+# A call frame's tag, as main() compares it (erlang.Atom compares as its text).
+_RUN = "run"
+# The port's descriptors, unused: kept open, since the port would close at their end.
+PORT_FDS = (3, 4)
 # Deep enough for the converter's nesting, as the NIF's worker threads are.
 STACK_BYTES = 1024 * 1024 * 1024
 RECURSION_LIMIT = 350000
@@ -54,22 +64,23 @@ SPIN_SECONDS = 0.00005
 
 
 class _Input:
-    """Frames from fd 3, read a buffer at a time (a frame's length and body usually come in
-    one read)."""
+    """Frames from the socket, read a buffer at a time (a frame's length and body usually
+    come in one read). The socket stays blocking for writes; reads do not wait
+    (MSG_DONTWAIT) while they poll."""
 
-    def __init__(self):
+    def __init__(self, sock):
         self.buffer = bytearray()
-        os.set_blocking(IN_FD, False)
+        self.sock = sock
 
     def fill(self):
         deadline = time.perf_counter() + SPIN_SECONDS
         while True:
             try:
-                chunk = os.read(IN_FD, 1 << 20)
+                chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 if time.perf_counter() < deadline:
                     continue
-                select.select([IN_FD], [], [])
+                select.select([self.sock], [], [])
                 continue
             if not chunk:
                 raise EOFError
@@ -88,12 +99,14 @@ class _Input:
 
 
 class Worker:
-    def __init__(self, etf, erlang):
+    def __init__(self, etf, erlang, sock):
         self.etf = etf
         self.erlang = erlang
         self.write_lock = threading.Lock()
         self.runner_ident = threading.get_ident()
-        self.input = _Input()
+        self.sock = sock
+        self.out_fd = sock.fileno()
+        self.input = _Input(sock)
         self.cancel_file = os.environ.get("ERLANG_PYTHON_CANCEL_FILE", "")
         self.cancelled = set()  # Ids of the calls running here that were cancelled
         self.reading = False
@@ -105,9 +118,23 @@ class Worker:
         self.write_encoded(self.etf.encode(term))
 
     def read(self):
-        """The next frame from the VM. Read by the thread that runs calls itself: a hand-off
-        from a reader thread cost a thread wake-up on every call."""
-        return self.etf.decode(self.input.frame())
+        """The next frame from the VM, a call as the tuple (run, Id, Kind, Payload,
+        Detailed, Caller). Read by the thread that runs calls itself: a hand-off from a
+        reader thread cost a thread wake-up on every call."""
+        frame = self.input.frame()
+        if frame[:1] != b"R":
+            return self.etf.decode(frame)
+        erlang = self.erlang
+        id_end = 5 + _u16.unpack_from(frame, 3)[0]
+        caller_end = id_end + 2 + _u16.unpack_from(frame, id_end)[0]
+        return (
+            _RUN,
+            erlang.Reference._of(frame[5:id_end]),
+            _KINDS[frame[2]],
+            frame[caller_end:],
+            frame[1] == 1,
+            erlang.Pid._of(frame[id_end + 2 : caller_end]),
+        )
 
     def cancel(self, signum, frame):
         """SIGUSR1, which the VM sends when a call running here timed out or its caller
@@ -190,7 +217,7 @@ class Worker:
         try:
             result = self.run(kind, payload, detailed)
             try:
-                data = self.etf.encode((Atom("result"), request_id, result))
+                data = self.etf.encode_after(_RESULT_HEAD + request_id._etf, result)
             except BaseException as exc:  # the result cannot be converted
                 data = self.etf.encode((Atom("result"), request_id, self.error(exc, detailed)))
             self.write_encoded(data)
@@ -205,7 +232,7 @@ class Worker:
         with self.write_lock:
             while frame:
                 try:
-                    frame = frame[os.write(OUT_FD, frame) :]
+                    frame = frame[os.write(self.out_fd, frame) :]
                 except self.erlang.CallCancelled:
                     continue
 
@@ -237,6 +264,10 @@ class Worker:
         from _erlang_impl import _process_errors
 
         return (self.erlang.Atom("error"), _process_errors.describe(exc, detailed))
+
+
+# {result, Id, Result} up to its Id: the external format's version, a 3-tuple, the atom.
+_RESULT_HEAD = b"\x83\x68\x03\x77\x06result"
 
 
 def _name(value):
@@ -344,17 +375,22 @@ def main():
     if os.getpgrp() != os.getpid():
         os.setpgrp()
     _set_limits()
-    # Programs the worker starts must not hold the VM's pipe open, nor write frames into it.
-    os.set_inheritable(IN_FD, False)
-    os.set_inheritable(OUT_FD, False)
+    # Programs the worker starts must not hold the VM's pipes open (the socket is not
+    # inheritable already).
+    for fd in PORT_FDS:
+        os.set_inheritable(fd, False)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Read once, and kept from the programs the worker's code starts.
+    sock.connect(os.environ.pop("ERLANG_PYTHON_SOCKET"))
+    token = os.environ.pop("ERLANG_PYTHON_TOKEN")
     sys.modules["erlang"] = _process_erlang
-    worker = Worker(_etf, _process_erlang)
+    worker = Worker(_etf, _process_erlang, sock)
     _process_erlang._worker = worker
     sys.stdout = _Output(worker, "stdout")
     sys.stderr = _Output(worker, "stderr")
     _cancel_handler.append(worker.cancel)
     Atom = _process_erlang.Atom
-    worker.write((Atom("ready"), os.getpid(), sys.version))
+    worker.write((Atom("ready"), os.getpid(), sys.version, token))
     cpu_limit = _cpu_limit()
     while True:
         try:

@@ -97,7 +97,10 @@ handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := 
             Worker ! {py_pool_cancel, Alias},
             {noreply, S};
         [] ->
-            {noreply, S#{queue := queue:filter(fun({A, _}) -> A =/= Alias end, Queue)}}
+            Left = queue:filter(fun({A, _}) -> A =/= Alias end, Queue),
+            #{pool := #{slots := Slots, size := Size}} = S,
+            atomics:sub(Slots, Size + 1, queue:len(Queue) - queue:len(Left)),
+            {noreply, S#{queue := Left}}
     end;
 handle_info({worker_idle, _Worker}, #{mode := process} = S) ->
     {noreply, hand_out(S)};

@@ -286,14 +286,31 @@ send_frame(Frame, #{sock := Sock}) ->
         {error, Reason} -> exit({worker_exit, {socket, Reason}})
     end.
 
-%% A call, as _process_worker.py reads it: a header of bytes, not a term, then the payload.
+%% A call, as _process_worker.py reads it: a header of bytes, not a term, then the payload;
+%% a call by atom names without keyword arguments has the names in the header too.
 call_frame(Alias, Kind, Payload, Detailed, Caller) ->
     <<131, Id/binary>> = term_to_binary(Alias),
     <<131, From/binary>> = term_to_binary(Caller),
-    KindByte = case Kind of call -> $c; eval -> $e; exec -> $x end,
     DetailedByte = case Detailed of true -> 1; false -> 0 end,
+    {KindByte, Body} = call_body(Kind, Payload),
     [<<"R", DetailedByte, KindByte, (byte_size(Id)):16>>, Id, <<(byte_size(From)):16>>, From,
-     term_to_binary(Payload)].
+     Body].
+
+call_body(call, {Module, Function, Args, Kwargs}) when is_atom(Module), is_atom(Function),
+                                                       is_list(Args), Kwargs =:= #{} ->
+    M = atom_to_binary(Module, utf8),
+    F = atom_to_binary(Function, utf8),
+    {$C, [<<(byte_size(M)):16>>, M, <<(byte_size(F)):16>>, F, term_to_binary(Args)]};
+call_body(call, {Module, Function, Args, Kwargs}) ->
+    %% Names by their text, as the NIF reads them: `true' names a module "true" there too,
+    %% not Python's True.
+    {$c, term_to_binary({name_text(Module), name_text(Function), Args, Kwargs})};
+call_body(call, Payload) -> {$c, term_to_binary(Payload)};
+call_body(eval, Payload) -> {$e, term_to_binary(Payload)};
+call_body(exec, Payload) -> {$x, term_to_binary(Payload)}.
+
+name_text(Atom) when is_atom(Atom) -> atom_to_binary(Atom, utf8);
+name_text(Other) -> Other.
 
 %% Reads the socket until the call in progress has answered, or for ?SPIN_MICROSECONDS
 %% (from the last frame: a callback or output means more may come soon).

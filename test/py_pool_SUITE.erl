@@ -13,7 +13,8 @@
 all() ->
     [calls_eval_exec, default_pool_is_the_vm, round_trip_property_in_a_process,
      conversions_match_the_vm, arguments_match_the_vm, atoms_are_counted,
-     threads_and_unknown_names, errors_match_the_vm, detailed_errors, timeout_interrupts,
+     threads_and_unknown_names, errors_match_the_vm, call_errors_match_the_vm, detailed_errors,
+     timeout_interrupts, queued_calls, queued_call_times_out, stop_pool_answers_calls,
      stuck_call_is_killed, callbacks_reach_this_vm, send_and_self, nested_call_on_one_worker,
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
@@ -162,6 +163,50 @@ errors_match_the_vm(_Config) ->
     {error, {'ZeroDivisionError', _, Traceback}} = two(eval, [<<"1/0">>, #{}]),
     ?assertNotEqual(nomatch, string:find(Traceback, <<"<py:eval>">>)),
     ?assertEqual(nomatch, string:find(Traceback, <<"_process_worker">>)).
+
+%% @doc Calls by name (sent with the names in the frame's header) fail as in the VM, where
+%% an atom names a module by its text, `true' and `none' included.
+call_errors_match_the_vm(_Config) ->
+    Cases = [{true, x, []}, {none, x, []}, {math, false, []}, {no_such_module_x, f, []},
+             {math, no_such_function, []}, {math, sqrt, [<<"x">>]}, {math, sqrt, [1, 2]},
+             {<<"math">>, <<"sqrt">>, [4]}, {'os.path', join, [<<"a">>, <<"b">>]}],
+    [?assertEqual({C, norm(py:call(M, F, A, K))}, {C, norm(two(call, [M, F, A, K]))})
+     || {M, F, A} = C0 <- Cases, K <- [#{}, #{unused => 1}], C <- [{C0, K}]].
+
+%% @doc More calls than workers: the rest wait in the manager's queue, none is lost, and
+%% the pool takes direct calls again afterwards.
+queued_calls(_Config) ->
+    Started = erlang:monotonic_time(millisecond),
+    Refs = [begin
+                {ok, R} = py:async_call(time, sleep, [0.2], #{}, #{pool => pool_two}),
+                R
+            end || _ <- lists:seq(1, 6)],
+    [?assertEqual({ok, none}, py:await(R)) || R <- Refs],
+    ?assert(erlang:monotonic_time(millisecond) - Started >= 580),
+    [?assertEqual({ok, 4.0}, py:call(math, sqrt, [16], #{}, #{pool => pool_two}))
+     || _ <- lists:seq(1, 100)].
+
+%% @doc A call that times out while queued leaves the queue; the pool goes on.
+queued_call_times_out(_Config) ->
+    {ok, Busy} = py:async_call(time, sleep, [0.5], #{}, #{pool => pool_one}),
+    timer:sleep(50),
+    ?assertEqual({error, timeout},
+                 py:call(operator, add, [1, 2], #{}, #{pool => pool_one, timeout => 100})),
+    ?assertEqual({ok, none}, py:await(Busy)),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
+
+%% @doc Stopping a pool answers its calls in flight `{error, {pool_down, Name}}'.
+stop_pool_answers_calls(_Config) ->
+    {ok, _} = py:start_pool(pool_stopped, #{size => 1}),
+    Self = self(),
+    spawn(fun() -> Self ! {answer, py:call(time, sleep, [30], #{}, #{pool => pool_stopped})} end),
+    timer:sleep(200),
+    ok = py:stop_pool(pool_stopped),
+    receive
+        {answer, Answer} -> ?assertEqual({error, {pool_down, pool_stopped}}, Answer)
+    after 5000 ->
+        ct:fail(no_answer)
+    end.
 
 detailed_errors(_Config) ->
     {error, {'FileNotFoundError', _, _, Info}} =
@@ -348,7 +393,9 @@ stop_pool_leaves_nothing(_Config) ->
     ok = py:stop_pool(pool_stop),
     ?assert(py_test_wait:until(fun() -> not lists:any(fun is_running/1, [Child | Pids]) end)),
     ?assertEqual({error, {no_such_pool, pool_stop}},
-                 py:call(math, sqrt, [4], #{}, #{pool => pool_stop})).
+                 py:call(math, sqrt, [4], #{}, #{pool => pool_stop})),
+    %% Each worker's socket directory went once its Python connected.
+    ?assertEqual([], filelib:wildcard("/tmp/erlang_python." ++ os:getpid() ++ ".*")).
 
 %% @doc The application env `pools' starts pools at boot (in a VM of its own).
 pools_from_the_application_env(_Config) ->

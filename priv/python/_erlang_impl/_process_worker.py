@@ -7,10 +7,12 @@ after a call, which a port's pipe does not allow: docs/pools.md, "Why a socket")
 that started this process keeps fds 3 and 4 (`nouse_stdio`, unused), so that fds 1 and 2
 stay those of the VM. Erlang to Python:
 
-    a call: "R", Detailed (0 | 1), Kind ("c"all | "e"val | "x"ec), then the call's Id and
-        its caller's pid, each as a 16-bit size and its external term format without the
-        version byte, then the payload's term_to_binary: the header is read with slicing,
-        not the term decoder, which took a third of a small call's time in Python
+    a call: "R", Detailed (0 | 1), Kind ("c"all | "e"val | "x"ec | "C"), then the call's
+        Id and its caller's pid, each as a 16-bit size and its external term format without
+        the version byte, then the payload's term_to_binary; for "C" (a call by atom names
+        and no keyword arguments, the common case) the module's and function's names as
+        16-bit sizes and UTF-8, then the arguments' term_to_binary. The header is read
+        with slicing, not the term decoder, which took half a small call's time in Python
     {reply, Reply}      the answer to this worker's callback, a binary
 
 (Payload and Reply are term_to_binary binaries of their own, decoded where their conversion
@@ -47,7 +49,7 @@ import types
 
 _u32 = struct.Struct(">I")
 _u16 = struct.Struct(">H")
-_KINDS = {ord("c"): "call", ord("e"): "eval", ord("x"): "exec"}
+_KINDS = {ord("c"): "call", ord("e"): "eval", ord("x"): "exec", ord("C"): "named_call"}
 # A call frame's tag, as main() compares it (erlang.Atom compares as its text).
 _RUN = "run"
 # The port's descriptors, unused: kept open, since the port would close at their end.
@@ -215,9 +217,10 @@ class Worker:
         _, request_id, kind, payload, detailed, caller = frame
         self.current.append((request_id, caller))
         try:
-            result = self.run(kind, payload, detailed)
+            with_value, result = self.run(kind, payload, detailed)
+            head = _RESULT_HEAD + request_id._etf
             try:
-                data = self.etf.encode_after(_RESULT_HEAD + request_id._etf, result)
+                data = self.etf.encode_after(head + _OK_HEAD if with_value else head, result)
             except BaseException as exc:  # the result cannot be converted
                 data = self.etf.encode((Atom("result"), request_id, self.error(exc, detailed)))
             self.write_encoded(data)
@@ -237,8 +240,20 @@ class Worker:
                     continue
 
     def run(self, kind, payload, detailed):
-        Atom = self.erlang.Atom
+        """(True, Value) for {ok, Value}, else (False, Result)."""
         try:
+            if kind == "named_call":
+                module_end = 2 + _u16.unpack_from(payload)[0]
+                function_end = module_end + 2 + _u16.unpack_from(payload, module_end)[0]
+                target = _lookup(
+                    payload[2:module_end].decode(), payload[module_end + 2 : function_end].decode()
+                )
+                value = target(*self.etf.decode(payload[function_end:]))
+                if type(value) is types.CoroutineType:
+                    import asyncio
+
+                    value = asyncio.run(value)
+                return True, value
             payload = self.etf.decode(payload)
             if kind == "call":
                 module, function, args, kwargs = payload
@@ -251,14 +266,14 @@ class Worker:
                     import asyncio
 
                     value = asyncio.run(value)
-                return (Atom("ok"), value)
+                return True, value
             if kind == "eval":
                 code, local_vars = payload
-                return (Atom("ok"), _run_source(code, local_vars, "eval"))
+                return True, _run_source(code, local_vars, "eval")
             _run_source(payload, {}, "exec")
-            return Atom("ok")
+            return False, self.erlang.Atom("ok")
         except BaseException as exc:
-            return self.error(exc, detailed)
+            return False, self.error(exc, detailed)
 
     def error(self, exc, detailed):
         from _erlang_impl import _process_errors
@@ -268,6 +283,8 @@ class Worker:
 
 # {result, Id, Result} up to its Id: the external format's version, a 3-tuple, the atom.
 _RESULT_HEAD = b"\x83\x68\x03\x77\x06result"
+# {ok, up to its value.
+_OK_HEAD = b"\x68\x02\x77\x02ok"
 
 
 def _name(value):

@@ -27,7 +27,10 @@
 
 %% How long this process polls the socket for the next frame after writing a call (or a
 %% callback's reply) before it sleeps until the VM's poll says the socket is readable. The
-%% Python side polls for 50 us as well (_process_worker.py, SPIN_SECONDS).
+%% Python side polls for as long after each frame it wrote (_process_worker.py,
+%% SPIN_SECONDS), and only then is an answer within microseconds likely: this process polls
+%% only when Python's last frame came less than this long ago. Sparse calls do not poll, so
+%% that they leave the cores to others (a Python worker woken from its sleep needs one).
 -define(SPIN_MICROSECONDS, 50).
 
 -spec start_link(atom(), pid(), map()) -> pid().
@@ -55,7 +58,8 @@ init(Pool, Manager, Options, Manager) ->
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
           calls => 0, stack => [], cancel_file => CancelFile, socket_dir => Dir,
-          sock => undefined, buffer => <<>>, select => undefined},
+          sock => undefined, buffer => <<>>, select => undefined, select_info => undefined,
+          last_frame => 0},
     guarded(fun() -> start(S, Listen, Token) end, S).
 
 %% Runs F (which never returns: it loops until it exits); whatever way it ends, the Python
@@ -314,8 +318,11 @@ name_text(Other) -> Other.
 
 %% Reads the socket until the call in progress has answered, or for ?SPIN_MICROSECONDS
 %% (from the last frame: a callback or output means more may come soon).
-spin(S) ->
-    spin(S, spin_until()).
+spin(#{last_frame := Last} = S) ->
+    case erlang:monotonic_time(microsecond) - Last < ?SPIN_MICROSECONDS of
+        true -> spin(S, spin_until());
+        false -> S
+    end.
 
 spin(#{stack := []} = S, _Until) ->
     S;
@@ -348,8 +355,8 @@ arm(#{select := undefined, sock := Sock, buffer := Buffer} = S) ->
     case socket:recv(Sock, 0, nowait) of
         {ok, Data} ->
             arm(frames(S#{buffer := <<Buffer/binary, Data/binary>>}));
-        {select, {select_info, _, Handle}} ->
-            S#{select := Handle};
+        {select, {select_info, _, Handle} = Info} ->
+            S#{select := Handle, select_info := Info};
         {error, _Closed} ->
             closed(S)
     end;
@@ -359,8 +366,8 @@ arm(S) ->
 %% Withdraws the request for a `select' message, and drops the message if it came.
 disarm(#{select := undefined} = S) ->
     S;
-disarm(#{select := Handle, sock := Sock} = S) ->
-    _ = socket:cancel(Sock, {select_info, recv, Handle}),
+disarm(#{select := Handle, select_info := Info, sock := Sock} = S) ->
+    _ = socket:cancel(Sock, Info),
     receive
         {'$socket', Sock, select, Handle} -> ok
     after 0 ->
@@ -386,7 +393,7 @@ frames(S) ->
     end.
 
 take_frame(#{buffer := <<Size:32, Frame:Size/binary, Rest/binary>>} = S) ->
-    {decode(Frame), S#{buffer := Rest}};
+    {decode(Frame), S#{buffer := Rest, last_frame := erlang:monotonic_time(microsecond)}};
 take_frame(_S) ->
     none.
 

@@ -140,7 +140,10 @@ process_request(Name, Pool, Kind, Payload, Timeout, Flags) ->
             process_request(Name, Pool, Kind, Payload, Timeout, Flags);
         {'DOWN', Alias, process, _, Reason} when Tag =:= run ->
             %% A worker answers its calls before it exits; this is in case it could not.
-            {error, {worker_exit, Reason}};
+            {error, {worker_exit, case Reason of
+                                      {worker_exit, Why} -> Why;
+                                      _ -> Reason
+                                  end}};
         {'DOWN', Alias, process, _, _} ->
             {error, {pool_down, Name}}
     after Timeout ->

@@ -52,7 +52,7 @@ init({Name, #{size := Size, start_timeout := Timeout} = Options}) ->
     Workers = maps:keys(maps:get(slot_of, S)),
     case await_started(Workers, Timeout + 1000) of
         ok ->
-            [atomics:put(Slots, Slot, ?IDLE) || Slot <- lists:seq(1, Size)],
+            [ready(W, Slot, Pool) || {W, Slot} <- maps:to_list(maps:get(slot_of, S))],
             persistent_term:put({py_pool, Name}, Pool),
             {ok, S};
         {error, Reason} ->
@@ -104,10 +104,9 @@ handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := 
     end;
 handle_info({worker_idle, _Worker}, #{mode := process} = S) ->
     {noreply, hand_out(S)};
-handle_info({worker_started, Worker}, #{mode := process, slot_of := SlotOf} = S) ->
-    #{pool := #{slots := Slots}} = S,
+handle_info({worker_started, Worker}, #{mode := process, slot_of := SlotOf, pool := Pool} = S) ->
     case maps:find(Worker, SlotOf) of
-        {ok, Slot} -> atomics:put(Slots, Slot, ?IDLE);
+        {ok, Slot} -> ready(Worker, Slot, Pool);
         error -> ok
     end,
     {noreply, hand_out(S)};
@@ -187,13 +186,19 @@ hand_out(#{queue := Queue, busy := Busy, pool := Pool} = S) ->
             end
     end.
 
-%% A worker for Slot; if it cannot start, tried again later. Its slot is made idle when it
-%% says it started.
+%% A worker for Slot; if it cannot start, tried again later. Its slot is filled when it
+%% says it started (ready/3).
 start_worker(Slot, #{name := Name, options := Options, pool := Pool, slot_of := SlotOf} = S) ->
-    #{slots := Slots, size := Size, workers := Table} = Pool,
+    #{slots := Slots, size := Size} = Pool,
     Worker = py_process_worker:start_link(Name, self(), Options#{slot => {Slots, Slot, Size}}),
-    true = ets:insert(Table, {Slot, Worker}),
     S#{slot_of := SlotOf#{Worker => Slot}}.
+
+%% A worker that started, in its slot for callers to claim. Until then the table holds the
+%% worker it replaces, if any: a caller that claimed that one as it died finds it dead and
+%% tries again (py_pool), never a worker still starting.
+ready(Worker, Slot, #{slots := Slots, workers := Table}) ->
+    true = ets:insert(Table, {Slot, Worker}),
+    atomics:put(Slots, Slot, ?IDLE).
 
 publish_up(#{nodes := Nodes, up_key := Key}) ->
     Up = [N || N <- Nodes, N =:= node() orelse lists:member(N, nodes())],

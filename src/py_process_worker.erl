@@ -32,6 +32,10 @@
 %% only when Python's last frame came less than this long ago. Sparse calls do not poll, so
 %% that they leave the cores to others (a Python worker woken from its sleep needs one).
 -define(SPIN_MICROSECONDS, 50).
+%% How long an idle worker waits for the call of a caller that claimed it (unclaim/1).
+-define(UNCLAIM_AFTER_MS, 1000).
+%% How long the socket goes unwatched after a call (arm_if_busy/1).
+-define(ARM_AFTER_MS, 1).
 
 -spec start_link(atom(), pid(), map()) -> pid().
 start_link(Pool, Manager, Options) ->
@@ -253,9 +257,15 @@ loop(#{port := Port, sock := Sock} = S) ->
     receive
         {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
             loop(arm(readable(S)));
+        {run, _, _, _, _, _, _} = Run when map_get(stack, S) =/= [] ->
+            %% A call for a busy worker, from a caller that claimed this worker's slot
+            %% long ago (see unclaim/1): to the pool's queue. Its answer still comes to
+            %% its alias, from the worker that runs it.
+            map_get(manager, S) ! setelement(1, Run, py_pool_request),
+            loop(S);
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
             S1 = run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S)),
-            loop(arm(spin(S1)));
+            loop(arm_if_busy(spin(S1)));
         {py_pool_cancel, Alias} ->
             loop(cancel(Alias, S));
         {'EXIT', Manager, Reason} when Manager =:= map_get(manager, S) ->
@@ -271,7 +281,36 @@ loop(#{port := Port, sock := Sock} = S) ->
         {'$socket', Sock, select, _Stale} ->
             %% Of a select withdrawn (disarm/1) after it fired.
             loop(S)
+    after idle_timeout(S) ->
+        case S of
+            #{select := undefined} -> loop(arm(S));
+            _ -> loop(unclaim(S))
+        end
     end.
+
+%% A call that answered leaves the socket unwatched for a millisecond: the next call of a
+%% caller calling back to back comes sooner, and would pay for watching and unwatching it
+%% (two epoll_ctl calls). Output of Python's threads between calls waits that long.
+arm_if_busy(#{stack := []} = S) ->
+    S;
+arm_if_busy(S) ->
+    arm(S).
+
+idle_timeout(#{select := undefined}) -> ?ARM_AFTER_MS;
+idle_timeout(_S) -> ?UNCLAIM_AFTER_MS.
+
+%% A caller claims a worker's slot, then sends it the call (py_pool): one killed in
+%% between leaves the slot busy and the worker idle for good. An idle worker whose slot has
+%% been busy for ?UNCLAIM_AFTER_MS without a call frees it (a call that comes later after
+%% all goes to the pool's queue, above).
+unclaim(#{stack := [], options := #{slot := {Slots, Slot, _}}} = S) ->
+    case atomics:compare_exchange(Slots, Slot, 1, 0) of
+        ok -> tell_if_queued(S);
+        _ -> ok
+    end,
+    S;
+unclaim(S) ->
+    S.
 
 run(Alias, Kind, Payload, Detailed, Leader, Caller, #{stack := Stack} = S) ->
     send_frame(call_frame(Alias, Kind, Payload, Detailed, Caller), S),
@@ -448,15 +487,18 @@ done(#{stack := [_ | _]} = S) ->
     S;
 done(#{calls := Calls, options := #{max_calls := Max}}) when Calls + 1 >= Max ->
     exit(normal);
-done(#{calls := Calls, manager := Manager, options := #{slot := {Slots, Slot, Size}}} = S) ->
-    %% Idle for callers to claim (py_pool); the manager is told only when calls wait in
-    %% its queue (it counts them before it looks for a worker: one of the two sees the other).
+done(#{calls := Calls, options := #{slot := {Slots, Slot, _}}} = S) ->
     ok = atomics:put(Slots, Slot, 0),
-    _ = case atomics:get(Slots, Size + 1) of
-            0 -> ok;
-            _ -> Manager ! {worker_idle, self()}
-        end,
+    tell_if_queued(S),
     S#{calls := Calls + 1}.
+
+%% Idle for callers to claim (py_pool); the manager is told only when calls wait in its
+%% queue (it counts them before it looks for a worker: one of the two sees the other).
+tell_if_queued(#{manager := Manager, options := #{slot := {Slots, _, Size}}}) ->
+    case atomics:get(Slots, Size + 1) of
+        0 -> ok;
+        _ -> Manager ! {worker_idle, self()}, ok
+    end.
 
 reply(#call{alias = Alias, cancelled = false}, Result) ->
     Alias ! {Alias, Result},

@@ -15,6 +15,7 @@ all() ->
      conversions_match_the_vm, arguments_match_the_vm, atoms_are_counted,
      threads_and_unknown_names, errors_match_the_vm, call_errors_match_the_vm, detailed_errors,
      timeout_interrupts, queued_calls, queued_call_times_out, stop_pool_answers_calls,
+     abandoned_claim_is_released,
      stuck_call_is_killed, callbacks_reach_this_vm, send_and_self, nested_call_on_one_worker,
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
@@ -193,6 +194,19 @@ queued_call_times_out(_Config) ->
     ?assertEqual({error, timeout},
                  py:call(operator, add, [1, 2], #{}, #{pool => pool_one, timeout => 100})),
     ?assertEqual({ok, none}, py:await(Busy)),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
+
+%% @doc A caller that claimed a worker and died before sending its call (killed between the
+%% two) does not keep the worker: the worker frees its slot a second later, and the calls
+%% that queued meanwhile run.
+abandoned_claim_is_released(_Config) ->
+    {ok, #{slots := Slots, size := 1}} = py_pool:lookup(pool_one),
+    ?assertEqual({ok, 1}, py_pool:claim(Slots, 1)),
+    Started = erlang:monotonic_time(millisecond),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})),
+    Waited = erlang:monotonic_time(millisecond) - Started,
+    ct:pal("the call waited ~p ms for the abandoned claim", [Waited]),
+    ?assert(Waited >= 500 andalso Waited < 5000),
     ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
 
 %% @doc Stopping a pool answers its calls in flight `{error, {pool_down, Name}}'.

@@ -62,7 +62,7 @@ init(Pool, Manager, Options, Manager) ->
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
           calls => 0, stack => [], cancel_file => CancelFile, socket_dir => Dir,
-          sock => undefined, buffer => <<>>, select => undefined, select_info => undefined,
+          sock => undefined, buffer => <<>>, more => [], more_size => 0, select => undefined, select_info => undefined,
           last_frame => 0},
     guarded(fun() -> start(S, Listen, Token) end, S).
 
@@ -174,11 +174,11 @@ startup_frame(S, Deadline) ->
         {Frame, S1} ->
             {Frame, S1};
         none ->
-            #{sock := Sock, port := Port, buffer := Buffer} = S,
+            #{sock := Sock, port := Port} = S,
             Timeout = max(0, Deadline - erlang:monotonic_time(millisecond)),
             case socket:recv(Sock, 0, Timeout) of
                 {ok, Data} ->
-                    startup_frame(S#{buffer := <<Buffer/binary, Data/binary>>}, Deadline);
+                    startup_frame(received(Data, S), Deadline);
                 {error, timeout} ->
                     exit({start_failed, start_timeout});
                 {error, _} ->
@@ -365,10 +365,10 @@ spin(#{last_frame := Last} = S) ->
 
 spin(#{stack := []} = S, _Until) ->
     S;
-spin(#{sock := Sock, buffer := Buffer} = S, Until) ->
+spin(#{sock := Sock} = S, Until) ->
     case socket:recv(Sock, 0, 0) of
         {ok, Data} ->
-            spin(frames(S#{buffer := <<Buffer/binary, Data/binary>>}), spin_until());
+            spin(frames(received(Data, S)), spin_until());
         {error, timeout} ->
             case erlang:monotonic_time(microsecond) < Until of
                 true -> spin(S, Until);
@@ -382,18 +382,18 @@ spin_until() ->
     erlang:monotonic_time(microsecond) + ?SPIN_MICROSECONDS.
 
 %% The VM's poll said the socket is readable.
-readable(#{sock := Sock, buffer := Buffer} = S) ->
+readable(#{sock := Sock} = S) ->
     case socket:recv(Sock, 0, 0) of
-        {ok, Data} -> frames(S#{select := undefined, buffer := <<Buffer/binary, Data/binary>>});
+        {ok, Data} -> frames(received(Data, S#{select := undefined}));
         {error, timeout} -> S#{select := undefined};
         {error, _Closed} -> closed(S#{select := undefined})
     end.
 
 %% Asks for a `select' message when the socket is readable; reads what is there already.
-arm(#{select := undefined, sock := Sock, buffer := Buffer} = S) ->
+arm(#{select := undefined, sock := Sock} = S) ->
     case socket:recv(Sock, 0, nowait) of
         {ok, Data} ->
-            arm(frames(S#{buffer := <<Buffer/binary, Data/binary>>}));
+            arm(frames(received(Data, S)));
         {select, {select_info, _, Handle} = Info} ->
             S#{select := Handle, select_info := Info};
         {error, _Closed} ->
@@ -423,6 +423,23 @@ closed(#{port := Port}) ->
     after 1000 ->
         exit({worker_exit, socket_closed})
     end.
+
+%% Data read from the socket. The pieces of a frame not whole yet are kept in a list and
+%% joined once it is (appending each to the buffer copied a large frame again at each read:
+%% 0.5 s for 4 MB).
+received(Data, #{buffer := Buffer, more := More, more_size := MoreSize} = S) ->
+    Size = MoreSize + byte_size(Data),
+    case byte_size(Buffer) + Size >= wanted(Buffer) of
+        true ->
+            Joined = iolist_to_binary([Buffer | lists:reverse(More, [Data])]),
+            S#{buffer := Joined, more := [], more_size := 0};
+        false ->
+            S#{more := [Data | More], more_size := Size}
+    end.
+
+%% How long the buffer must be for its first frame to be whole (or its length known).
+wanted(<<Size:32, _/binary>>) -> 4 + Size;
+wanted(_) -> 4.
 
 %% Handles each whole frame of the buffer, in order.
 frames(S) ->

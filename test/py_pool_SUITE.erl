@@ -15,7 +15,7 @@ all() ->
      conversions_match_the_vm, arguments_match_the_vm, atoms_are_counted,
      threads_and_unknown_names, errors_match_the_vm, call_errors_match_the_vm, detailed_errors,
      timeout_interrupts, queued_calls, queued_call_times_out, stop_pool_answers_calls,
-     abandoned_claim_is_released,
+     abandoned_claim_is_released, large_payloads,
      stuck_call_is_killed, callbacks_reach_this_vm, send_and_self, nested_call_on_one_worker,
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
@@ -208,6 +208,18 @@ abandoned_claim_is_released(_Config) ->
     ct:pal("the call waited ~p ms for the abandoned claim", [Waited]),
     ?assert(Waited >= 500 andalso Waited < 5000),
     ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
+
+%% @doc Large values both ways, whole: a frame comes in many reads of the socket, joined once
+%% (appending each read to the last copied it again: 16 MB took seconds, not milliseconds).
+large_payloads(_Config) ->
+    Bytes = crypto:strong_rand_bytes(16 * 1024 * 1024),
+    {Micros, Echoed} = timer:tc(py, call, [builtins, bytes, [{bytes, Bytes}], #{},
+                                           #{pool => pool_two}]),
+    ?assertEqual({ok, Bytes}, Echoed),
+    ct:pal("16 MB echoed through a process pool in ~p ms", [Micros div 1000]),
+    ?assert(Micros < 3000000),
+    List = lists:seq(1, 300000),
+    ?assertEqual({ok, List}, py:call(builtins, list, [List], #{}, #{pool => pool_two})).
 
 %% @doc Stopping a pool answers its calls in flight `{error, {pool_down, Name}}'.
 stop_pool_answers_calls(_Config) ->

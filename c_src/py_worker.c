@@ -178,6 +178,35 @@ pool_take(void)
 /* ------------------------------------------------------------------------ */
 /* Running a request (GIL held) */
 
+/* Names of modules and functions given as atoms, as interned str: the same few come on
+ * every call, and a str made afresh each time is decoded and hashed again for each lookup
+ * (a sparse call, cache-cold, spent microseconds there). An atom term is the same value in
+ * every environment and lives as long as the VM. Direct-mapped; used with the GIL held. */
+#define NAME_CACHE_SIZE 256
+static struct {
+    ERL_NIF_TERM atom;
+    PyObject *name;
+} name_cache[NAME_CACHE_SIZE];
+
+static PyObject *
+atom_name(ErlNifEnv *env, ERL_NIF_TERM atom)
+{
+    size_t slot = (size_t)((atom >> 6) ^ (atom >> 14)) % NAME_CACHE_SIZE;
+    PyObject *name;
+
+    if (name_cache[slot].name != NULL && name_cache[slot].atom == atom) {
+        return Py_NewRef(name_cache[slot].name);
+    }
+    name = conv_atom_text(env, atom);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&name);
+    Py_XSETREF(name_cache[slot].name, Py_NewRef(name));
+    name_cache[slot].atom = atom;
+    return name;
+}
+
 /* A new reference to a plain str (not an erlang.Atom: CPython expects
  * exact str names) made from a binary or atom term, or NULL. */
 static PyObject *
@@ -186,7 +215,7 @@ name_from_term(ErlNifEnv *env, ERL_NIF_TERM term)
     ErlNifBinary bin;
 
     if (enif_is_atom(env, term)) {
-        return conv_atom_text(env, term);
+        return atom_name(env, term);
     }
     if (enif_inspect_binary(env, term, &bin)) {
         return PyUnicode_DecodeUTF8((const char *)bin.data, (Py_ssize_t)bin.size, NULL);
@@ -212,9 +241,17 @@ import_module(PyObject *name)
 static PyObject *
 lookup_attribute(PyObject *module, PyObject *dotted)
 {
-    PyObject *dot = PyUnicode_FromString(".");
-    PyObject *parts = dot == NULL ? NULL : PyUnicode_Split(dotted, dot, -1);
-    PyObject *current = NULL;
+    PyObject *dot, *parts, *current;
+    Py_ssize_t has_dot = PyUnicode_FindChar(dotted, '.', 0, PyUnicode_GET_LENGTH(dotted), 1);
+
+    if (has_dot == -2) {
+        return NULL;
+    }
+    if (has_dot == -1) {
+        return PyObject_GetAttr(module, dotted); /* the usual case: no path to split */
+    }
+    dot = PyUnicode_FromString(".");
+    parts = dot == NULL ? NULL : PyUnicode_Split(dotted, dot, -1);
 
     Py_XDECREF(dot);
     if (parts == NULL) {
@@ -326,28 +363,67 @@ done:
     return result;
 }
 
+/* A few arguments, straight into the tuple of the call (no list to copy); NULL with
+ * nothing raised when the term is not a short proper list, for the general path. */
+#define SHORT_ARGS 16
+static PyObject *
+short_args_tuple(ErlNifEnv *env, ERL_NIF_TERM list)
+{
+    unsigned length;
+    ERL_NIF_TERM head;
+    PyObject *args;
+
+    if (!enif_get_list_length(env, list, &length) || length > SHORT_ARGS) {
+        return NULL;
+    }
+    args = PyTuple_New((Py_ssize_t)length);
+    for (unsigned i = 0; args != NULL && i < length; i++) {
+        PyObject *item;
+        (void)enif_get_list_cell(env, list, &head, &list);
+        item = conv_to_py(env, head);
+        if (item == NULL) {
+            Py_CLEAR(args);
+            break;
+        }
+        PyTuple_SET_ITEM(args, (Py_ssize_t)i, item);
+    }
+    return args;
+}
+
 /* func(*Args, **Kwargs), an `async def' function's coroutine run to its end. */
 static PyObject *
 call_with_terms(ErlNifEnv *env, PyObject *func, ERL_NIF_TERM args_term, ERL_NIF_TERM kwargs_term)
 {
     PyObject *arglist = NULL, *args = NULL, *kwargs = NULL, *result = NULL;
+    size_t kwargs_size;
 
-    arglist = conv_to_py(env, args_term);
-    if (arglist == NULL) {
+    args = short_args_tuple(env, args_term);
+    if (args == NULL && PyErr_Occurred()) {
         goto done;
     }
-    args = PyList_Check(arglist) ? PyList_AsTuple(arglist) : NULL;
     if (args == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "arguments must be a list");
+        arglist = conv_to_py(env, args_term);
+        if (arglist == NULL) {
+            goto done;
         }
-        goto done;
+        args = PyList_Check(arglist) ? PyList_AsTuple(arglist) : NULL;
+        if (args == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "arguments must be a list");
+            }
+            goto done;
+        }
     }
-    kwargs = str_keyed_dict_from_term(env, kwargs_term, "keyword arguments", "keyword argument");
-    if (kwargs == NULL) {
-        goto done;
+    /* No keyword arguments, the usual case: no dict to make (twice). */
+    if (!(enif_get_map_size(env, kwargs_term, &kwargs_size) && kwargs_size == 0)) {
+        kwargs = str_keyed_dict_from_term(env, kwargs_term, "keyword arguments",
+                                          "keyword argument");
+        if (kwargs == NULL) {
+            goto done;
+        }
     }
-    result = PyObject_Call(func, args, PyDict_GET_SIZE(kwargs) > 0 ? kwargs : NULL);
+    result = PyObject_Call(func, args, kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0 ? kwargs
+                                                                                 : NULL);
     if (result != NULL && PyCoro_CheckExact(result)) {
         Py_SETREF(result, run_coroutine(result));
     }

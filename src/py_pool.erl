@@ -124,21 +124,22 @@ process_request(Name, Pool, Kind, Payload, Timeout, Flags) ->
     %% Inside a callback of this pool's worker, to that worker: it serves nested calls. Else
     %% to an idle worker claimed here, or to the manager's queue when all are busy.
     {To, Tag} = case get({py_pool_waiter, Name}) of
-                    Worker when is_pid(Worker) -> {Worker, run};
+                    Worker when is_pid(Worker) -> {Worker, nested};
                     _ -> idle_worker(Pool)
                 end,
     %% The answer comes to an alias of a monitor of the worker (or manager), which the
     %% answer itself removes (reply_demonitor): once the call is over the alias is gone, and
     %% a late answer is dropped, never left in the mailbox.
     Alias = erlang:monitor(process, To, [{alias, reply_demonitor}]),
-    To ! {Tag, Alias, Kind, Payload, Detailed, group_leader(), self()},
+    To ! {message_tag(Tag), Alias, Kind, Payload, Detailed, group_leader(), self()},
     receive
         {Alias, Result} ->
             Result;
         {'DOWN', Alias, process, _, noproc} when Tag =:= run ->
-            %% A worker claimed as it died idle: the call never reached it.
+            %% A worker claimed as it died idle: the call never reached it. (Not a nested
+            %% call's: its worker is the one that waits for it, and would be dead again.)
             process_request(Name, Pool, Kind, Payload, Timeout, Flags);
-        {'DOWN', Alias, process, _, Reason} when Tag =:= run ->
+        {'DOWN', Alias, process, _, Reason} when Tag =/= py_pool_request ->
             %% A worker answers its calls before it exits; this is in case it could not.
             {error, {worker_exit, case Reason of
                                       {worker_exit, Why} -> Why;
@@ -156,12 +157,16 @@ process_request(Name, Pool, Kind, Payload, Timeout, Flags) ->
         end
     end.
 
+message_tag(nested) -> run;
+message_tag(Tag) -> Tag.
+
 idle_worker(#{slots := Slots, size := Size, workers := Table, manager := Manager}) ->
     case claim(Slots, Size) of
         {ok, Slot} ->
-            case ets:lookup(Table, Slot) of
+            %% The table goes with its manager: a pool stopping now answers pool_down.
+            case catch ets:lookup(Table, Slot) of
                 [{Slot, Worker}] -> {Worker, run};
-                [] -> {Manager, py_pool_request}  % not reached: a slot is idle once filled
+                _ -> {Manager, py_pool_request}
             end;
         none ->
             {Manager, py_pool_request}

@@ -102,8 +102,12 @@ handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := 
             atomics:sub(Slots, Size + 1, queue:len(Queue) - queue:len(Left)),
             {noreply, S#{queue := Left}}
     end;
-handle_info({worker_idle, _Worker}, #{mode := process} = S) ->
-    {noreply, hand_out(S)};
+handle_info({worker_free, Worker}, #{mode := process, slot_of := SlotOf} = S) ->
+    %% A worker that went idle while calls were queued, its slot claimed for them.
+    case maps:find(Worker, SlotOf) of
+        {ok, Slot} -> {noreply, give(Worker, Slot, S)};
+        error -> {noreply, S}
+    end;
 handle_info({worker_started, Worker}, #{mode := process, slot_of := SlotOf, pool := Pool} = S) ->
     case maps:find(Worker, SlotOf) of
         {ok, Slot} -> ready(Worker, Slot, Pool);
@@ -183,6 +187,26 @@ hand_out(#{queue := Queue, busy := Busy, pool := Pool} = S) ->
                         none ->
                             S
                     end
+            end
+    end.
+
+%% The first queued call whose caller lives, to Worker, whose slot is claimed already; the
+%% slot is freed if none is left.
+give(Worker, Slot, #{queue := Queue, busy := Busy, pool := Pool} = S) ->
+    #{slots := Slots, size := Size} = Pool,
+    case queue:out(Queue) of
+        {empty, _} ->
+            atomics:put(Slots, Slot, ?IDLE),
+            S;
+        {{value, {Alias, Request}}, Rest} ->
+            atomics:sub(Slots, Size + 1, 1),
+            Caller = element(7, Request),
+            case node(Caller) =:= node() andalso not is_process_alive(Caller) of
+                true ->
+                    give(Worker, Slot, S#{queue := Rest});
+                false ->
+                    Worker ! setelement(1, Request, run),
+                    S#{queue := Rest, busy := Busy#{Worker => Alias}}
             end
     end.
 

@@ -34,6 +34,8 @@
 -define(SPIN_MICROSECONDS, 50).
 %% How long an idle worker waits for the call of a caller that claimed it (unclaim/1).
 -define(UNCLAIM_AFTER_MS, 1000).
+%% How long writing one frame may wait for Python to read (send_frame/2).
+-define(SEND_TIMEOUT_MS, 5000).
 %% How long the socket goes unwatched after a call (arm_if_busy/1).
 -define(ARM_AFTER_MS, 1).
 
@@ -59,10 +61,17 @@ init(Pool, Manager, Options, Manager) ->
                    remove_socket_dir(Dir),
                    exit({start_failed, {open_port, Why2}})
            end,
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    OsPid = case erlang:port_info(Port, os_pid) of
+                {os_pid, P} -> P;
+                undefined ->  % the port closed at once
+                    _ = socket:close(Listen),
+                    remove_socket_dir(Dir),
+                    exit({start_failed, port_closed})
+            end,
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
           calls => 0, stack => [], cancel_file => CancelFile, socket_dir => Dir,
-          sock => undefined, buffer => <<>>, more => [], more_size => 0, select => undefined, select_info => undefined,
+          sock => undefined, buffer => <<>>, more => [], more_size => 0, select => undefined,
+          pending => [], claim_seen => none, select_info => undefined,
           last_frame => 0},
     guarded(fun() -> start(S, Listen, Token) end, S).
 
@@ -94,22 +103,28 @@ exit_reason_of(Class, Reason) -> {Class, Reason}.
 start(#{port := Port, os_pid := OsPid, manager := Manager, socket_dir := Dir,
         options := Options} = S, Listen, Token) ->
     Deadline = erlang:monotonic_time(millisecond) + maps:get(start_timeout, Options),
-    Sock = accept(Listen, Port, Deadline),
+    Sock = accept(Listen, Port, Manager, Deadline),
     _ = socket:close(Listen),
     remove_socket_dir(Dir),
     case startup_frame(S#{sock := Sock}, Deadline) of
         {{ready, OsPid, _Version, Token}, S1} ->
             S2 = run_init(S1, Deadline),
             Manager ! {worker_started, self()},
-            loop(arm(S2));
+            erlang:send_after(?UNCLAIM_AFTER_MS, self(), check_claim),
+            loop(arm(frames(S2)));
         {Other, _} ->
             exit({start_failed, {unexpected, Other}})
     end.
 
 %% A private directory (mode 0700) for the socket, removed once the worker connected.
 listen() ->
-    Dir = filename:join(temp_dir(), "erlang_python." ++ os:getpid() ++ "."
-                                    ++ integer_to_list(erlang:unique_integer([positive]))),
+    Name = "erlang_python." ++ os:getpid() ++ "."
+           ++ integer_to_list(erlang:unique_integer([positive])),
+    %% A socket's path has room for 107 bytes: a long TMPDIR gives way to /tmp.
+    Dir = case filename:join(temp_dir(), Name) of
+              D when length(D) + 2 =< 100 -> D;
+              _ -> filename:join("/tmp", Name)
+          end,
     case file:make_dir(Dir) of
         ok -> listen(Dir);
         {error, Reason} -> {error, Reason}
@@ -151,16 +166,18 @@ remove_socket_dir(Dir) ->
 token() ->
     binary:encode_hex(rand:bytes(16)).
 
-accept(Listen, Port, Deadline) ->
+accept(Listen, Port, Manager, Deadline) ->
     case socket:accept(Listen, nowait) of
         {ok, Sock} ->
             Sock;
         {select, {select_info, _, Handle}} ->
             receive
                 {'$socket', Listen, select, Handle} ->
-                    accept(Listen, Port, Deadline);
+                    accept(Listen, Port, Manager, Deadline);
                 {Port, {exit_status, Status}} ->
-                    exit({start_failed, exit_reason(Status)})
+                    exit({start_failed, exit_reason(Status)});
+                {'EXIT', Manager, Reason} ->
+                    exit(Reason)
             after max(0, Deadline - erlang:monotonic_time(millisecond)) ->
                 exit({start_failed, start_timeout})
             end;
@@ -221,6 +238,9 @@ init_result(S, Id, Deadline) ->
             %% What init prints goes where output of no call goes.
             _ = (catch py_output ! {Stream, undefined, Text}),
             init_result(S1, Id, Deadline);
+        {{send, _, _} = Send, S1} ->
+            %% From a thread init started: sent as at any other time.
+            init_result(frame(Send, S1), Id, Deadline);
         {Other, _} ->
             exit({start_failed, {unexpected, Other}})
     end.
@@ -256,16 +276,19 @@ limit(N) -> integer_to_list(N).
 loop(#{port := Port, sock := Sock} = S) ->
     receive
         {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
-            loop(arm(readable(S)));
+            %% Polled on when a frame came (a callback's, whose reply is answered soon).
+            loop(arm_if_busy(spin(readable(S))));
         {run, _, _, _, _, _, _} = Run when map_get(stack, S) =/= [] ->
-            %% A call for a busy worker, from a caller that claimed this worker's slot
-            %% long ago (see unclaim/1): to the pool's queue. Its answer still comes to
-            %% its alias, from the worker that runs it.
-            map_get(manager, S) ! setelement(1, Run, py_pool_request),
-            loop(S);
+            %% A call for a busy worker, from a caller whose claim of this worker's slot
+            %% was freed (check_claim/1) before it sent: run after the current one, the
+            %% slot kept claimed meanwhile. Its caller's cancellation comes here too.
+            loop(S#{pending := map_get(pending, S) ++ [Run]});
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
             S1 = run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S)),
             loop(arm_if_busy(spin(S1)));
+        check_claim ->
+            erlang:send_after(?UNCLAIM_AFTER_MS, self(), check_claim),
+            loop(check_claim(S));
         {py_pool_cancel, Alias} ->
             loop(cancel(Alias, S));
         {'EXIT', Manager, Reason} when Manager =:= map_get(manager, S) ->
@@ -282,10 +305,7 @@ loop(#{port := Port, sock := Sock} = S) ->
             %% Of a select withdrawn (disarm/1) after it fired.
             loop(S)
     after idle_timeout(S) ->
-        case S of
-            #{select := undefined} -> loop(arm(S));
-            _ -> loop(unclaim(S))
-        end
+        loop(arm(S))
     end.
 
 %% A call that answered leaves the socket unwatched for a millisecond: the next call of a
@@ -297,20 +317,25 @@ arm_if_busy(S) ->
     arm(S).
 
 idle_timeout(#{select := undefined}) -> ?ARM_AFTER_MS;
-idle_timeout(_S) -> ?UNCLAIM_AFTER_MS.
+idle_timeout(_S) -> infinity.
 
 %% A caller claims a worker's slot, then sends it the call (py_pool): one killed in
-%% between leaves the slot busy and the worker idle for good. An idle worker whose slot has
-%% been busy for ?UNCLAIM_AFTER_MS without a call frees it (a call that comes later after
-%% all goes to the pool's queue, above).
-unclaim(#{stack := [], options := #{slot := {Slots, Slot, _}}} = S) ->
+%% between leaves the slot busy and the worker idle for good. Every ?UNCLAIM_AFTER_MS an
+%% idle worker looks at its slot; claimed at two looks in a row with no call between, it is
+%% freed (a call that still comes goes to `pending', above).
+check_claim(#{stack := [], calls := Calls, claim_seen := Calls,
+              options := #{slot := {Slots, Slot, _}}} = S) ->
     case atomics:compare_exchange(Slots, Slot, 1, 0) of
-        ok -> tell_if_queued(S);
-        _ -> ok
-    end,
-    S;
-unclaim(S) ->
-    S.
+        ok -> idle(S#{claim_seen := none});
+        _ -> S#{claim_seen := none}
+    end;
+check_claim(#{stack := [], calls := Calls, options := #{slot := {Slots, Slot, _}}} = S) ->
+    case atomics:get(Slots, Slot) of
+        1 -> S#{claim_seen := Calls};
+        _ -> S#{claim_seen := none}
+    end;
+check_claim(S) ->
+    S#{claim_seen := none}.
 
 run(Alias, Kind, Payload, Detailed, Leader, Caller, #{stack := Stack} = S) ->
     send_frame(call_frame(Alias, Kind, Payload, Detailed, Caller), S),
@@ -323,9 +348,14 @@ run(Alias, Kind, Payload, Detailed, Leader, Caller, #{stack := Stack} = S) ->
 %% message comes) only while this process waits in `receive'; after writing, it is read
 %% directly for a while instead (spin/1).
 
+%% Python reads whenever it waits for a frame; one that does not take a frame for
+%% ?SEND_TIMEOUT_MS (running C code while a nested call's reply waits) has its worker
+%% replaced rather than blocking this process, which must still take kills and cancels.
 send_frame(Frame, #{sock := Sock}) ->
-    case socket:send(Sock, [<<(iolist_size(Frame)):32>>, Frame]) of
+    case socket:send(Sock, [<<(iolist_size(Frame)):32>>, Frame], ?SEND_TIMEOUT_MS) of
         ok -> ok;
+        {error, {timeout, _}} -> exit({worker_exit, send_timeout});
+        {error, timeout} -> exit({worker_exit, send_timeout});
         {error, Reason} -> exit({worker_exit, {socket, Reason}})
     end.
 
@@ -502,19 +532,35 @@ frame(Other, _S) ->
 %% The outermost call ended: this worker is free again, or done after max_calls.
 done(#{stack := [_ | _]} = S) ->
     S;
+done(#{calls := Calls, pending := [Run | Pending]} = S) ->
+    %% A stray call waited for this one (loop/1): its turn, the slot still claimed.
+    {run, Alias, Kind, Payload, Detailed, Leader, Caller} = Run,
+    S1 = S#{calls := Calls + 1, pending := Pending},
+    case node(Caller) =:= node() andalso not is_process_alive(Caller) of
+        true -> done(S1#{calls := Calls});
+        false -> run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S1))
+    end;
 done(#{calls := Calls, options := #{max_calls := Max}}) when Calls + 1 >= Max ->
+    %% Recycled (the manager starts a new worker); calls waiting here went first, above.
     exit(normal);
-done(#{calls := Calls, options := #{slot := {Slots, Slot, _}}} = S) ->
-    ok = atomics:put(Slots, Slot, 0),
-    tell_if_queued(S),
-    S#{calls := Calls + 1}.
+done(#{calls := Calls} = S) ->
+    idle(S#{calls := Calls + 1}).
 
-%% Idle for callers to claim (py_pool); the manager is told only when calls wait in its
-%% queue (it counts them before it looks for a worker: one of the two sees the other).
-tell_if_queued(#{manager := Manager, options := #{slot := {Slots, _, Size}}}) ->
+%% Idle for callers to claim (py_pool). When calls wait in the manager's queue (it counts
+%% them before it looks for a worker: one of the two sees the other), the worker takes its
+%% slot back and goes to the manager for the first of them, so that queued calls are served
+%% in order, not after whichever caller claims next.
+idle(#{manager := Manager, options := #{slot := {Slots, Slot, Size}}} = S) ->
+    ok = atomics:put(Slots, Slot, 0),
     case atomics:get(Slots, Size + 1) of
-        0 -> ok;
-        _ -> Manager ! {worker_idle, self()}, ok
+        0 ->
+            S;
+        _ ->
+            _ = case atomics:compare_exchange(Slots, Slot, 0, 1) of
+                    ok -> Manager ! {worker_free, self()};
+                    _ -> ok  % claimed meanwhile: its next done/1 looks again
+                end,
+            S
     end.
 
 reply(#call{alias = Alias, cancelled = false}, Result) ->
@@ -569,14 +615,16 @@ wait_callback(Pid, Monitor, S) ->
 wait_callback_receive(Pid, Monitor, #{port := Port, sock := Sock} = S) ->
     receive
         {callback_reply, Pid, Reply} ->
+            %% Returns to the frame loop that met the callback, which polls on for what
+            %% comes next (in its tail: callbacks back to back must not deepen the stack).
             erlang:demonitor(Monitor, [flush]),
             S1 = disarm(S),
             send_reply(Reply, S1),
-            spin(S1);
+            S1;
         {'DOWN', Monitor, process, Pid, Reason} ->
             S1 = disarm(S),
             send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S1),
-            spin(S1);
+            S1;
         {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
             wait_callback(Pid, Monitor, readable(S));
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
@@ -608,8 +656,11 @@ reply_frame({error, Class, Reason, Formatted, Stack}) ->
 reply_frame(Other) -> Other.
 
 %% The caller timed out (or died): CallCancelled in Python, and a kill if it runs on.
-cancel(Alias, #{stack := Stack, options := Options} = S) ->
+cancel(Alias, #{stack := Stack, options := Options, pending := Pending} = S) ->
     case lists:keyfind(Alias, #call.alias, Stack) of
+        false when Pending =/= [] ->
+            %% Still waiting here (loop/1): it never runs.
+            S#{pending := [Run || Run <- Pending, element(2, Run) =/= Alias]};
         #call{cancelled = false} = Call ->
             ok = file:write_file(maps:get(cancel_file, S), term_to_binary(Alias)),
             _ = os:cmd("kill -USR1 " ++ integer_to_list(maps:get(os_pid, S)) ++ " 2>/dev/null"),

@@ -15,7 +15,8 @@ all() ->
      conversions_match_the_vm, arguments_match_the_vm, atoms_are_counted,
      threads_and_unknown_names, errors_match_the_vm, call_errors_match_the_vm, detailed_errors,
      timeout_interrupts, queued_calls, queued_call_times_out, stop_pool_answers_calls,
-     abandoned_claim_is_released, large_payloads,
+     abandoned_claim_is_released, abandoned_claim_with_a_chatty_worker, late_call_waits_its_turn,
+     nested_call_after_its_worker_died, callbacks_back_to_back, large_payloads,
      stuck_call_is_killed, callbacks_reach_this_vm, send_and_self, nested_call_on_one_worker,
      output_goes_to_the_caller, subprocess_works_natively, crash_gives_worker_exit,
      memory_limit, cpu_limit, max_calls_recycles, calls_run_in_parallel,
@@ -197,17 +198,93 @@ queued_call_times_out(_Config) ->
     ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
 
 %% @doc A caller that claimed a worker and died before sending its call (killed between the
-%% two) does not keep the worker: the worker frees its slot a second later, and the calls
-%% that queued meanwhile run.
+%% two) does not keep the worker: the worker frees its slot within two of its once-a-second
+%% looks, and the calls that queued meanwhile run.
 abandoned_claim_is_released(_Config) ->
-    {ok, #{slots := Slots, size := 1}} = py_pool:lookup(pool_one),
+    abandoned_claim(pool_one).
+
+%% @doc The same while Python's own thread sends the VM a message every 100 ms (its frames
+%% must not keep the worker from looking at its slot).
+abandoned_claim_with_a_chatty_worker(_Config) ->
+    Init = <<"import erlang, threading, time\n"
+             "def chatter():\n"
+             "    while True:\n"
+             "        erlang.send('no_such_registered_name', 1)\n"
+             "        time.sleep(0.1)\n"
+             "threading.Thread(target=chatter, daemon=True).start()\n">>,
+    {ok, _} = py:start_pool(pool_chatty, #{size => 1, init => Init}),
+    try
+        abandoned_claim(pool_chatty)
+    after
+        py:stop_pool(pool_chatty)
+    end.
+
+abandoned_claim(Pool) ->
+    {ok, #{slots := Slots, size := 1}} = py_pool:lookup(Pool),
     ?assertEqual({ok, 1}, py_pool:claim(Slots, 1)),
     Started = erlang:monotonic_time(millisecond),
-    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => Pool, timeout => 10000})),
     Waited = erlang:monotonic_time(millisecond) - Started,
     ct:pal("the call waited ~p ms for the abandoned claim", [Waited]),
     ?assert(Waited >= 500 andalso Waited < 5000),
+    ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => Pool})).
+
+%% @doc A call that reaches a worker busy with another (its caller's claim was freed as
+%% abandoned before it sent) waits there for its turn and can be cancelled while it waits.
+late_call_waits_its_turn(_Config) ->
+    {ok, _} = py:start_pool(pool_late, #{size => 1}),
+    try
+        {ok, #{workers := Table}} = py_pool:lookup(pool_late),
+        [{1, Worker}] = ets:lookup(Table, 1),
+        {ok, Long} = py:async_call(time, sleep, [0.5], #{}, #{pool => pool_late}),
+        timer:sleep(100),
+        Late = fun(Code) ->
+            Alias = erlang:monitor(process, Worker, [{alias, reply_demonitor}]),
+            Worker ! {run, Alias, exec, Code, false, group_leader(), self()},
+            Alias
+        end,
+        Cancelled = Late(<<"import builtins\nbuiltins.late_ran = True">>),
+        Waiting = Late(<<"x = 1">>),
+        Worker ! {py_pool_cancel, Cancelled},
+        ?assertEqual({ok, none}, py:await(Long)),
+        receive {Waiting, Answer} -> ?assertEqual(ok, Answer) after 5000 -> ct:fail(no_answer) end,
+        ?assertEqual({ok, false}, py:eval(<<"getattr(__import__('builtins'), 'late_ran', False)">>,
+                                          #{}, #{pool => pool_late})),
+        receive {Cancelled, _} = Unexpected -> ct:fail({answered, Unexpected}) after 0 -> ok end
+    after
+        py:stop_pool(pool_late)
+    end.
+
+%% @doc A callback that outlives its call's worker (killed after the call timed out) and
+%% then calls the pool gets an error at once, not a retry loop on the dead worker.
+nested_call_after_its_worker_died(_Config) ->
+    Self = self(),
+    ok = py:register_function(pool_sleepy_nested, fun([]) ->
+        timer:sleep(800),
+        Self ! {nested, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})},
+        0
+    end),
+    ?assertEqual({error, timeout},
+                 py:eval(<<"__import__('erlang').call('pool_sleepy_nested')">>, #{},
+                         #{pool => pool_one, timeout => 100})),
+    receive
+        {nested, Answer} -> ?assertMatch({error, {worker_exit, _}}, Answer)
+    after 5000 ->
+        ct:fail(nested_call_never_answered)
+    end,
     ?assertEqual({ok, 3}, py:call(operator, add, [1, 2], #{}, #{pool => pool_one})).
+
+%% @doc Many callbacks one after the other in one call keep the worker process's stack
+%% flat (each was handled inside the last, deeper and deeper).
+callbacks_back_to_back(_Config) ->
+    ok = py:register_function(pool_worker_stack, fun([]) ->
+        {stack_size, Words} = process_info(get({py_pool_waiter, pool_two}), stack_size),
+        Words
+    end),
+    {ok, Deepest} = py:eval(<<"max(__import__('erlang').call('pool_worker_stack') "
+                              "for _ in range(3000))">>, #{}, #{pool => pool_two}),
+    ct:pal("the worker's stack through 3000 callbacks: at most ~p words", [Deepest]),
+    ?assert(Deepest < 1000).
 
 %% @doc Large values both ways, whole: a frame comes in many reads of the socket, joined once
 %% (appending each read to the last copied it again: 16 MB took seconds, not milliseconds).

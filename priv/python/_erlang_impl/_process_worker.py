@@ -121,17 +121,20 @@ class Worker:
         self.write_lock = threading.Lock()
         self.runner_ident = threading.get_ident()
         self.sock = sock
-        self.out_fd = sock.fileno()
         self.input = _Input(sock)
         self.cancel_file = os.environ.get("ERLANG_PYTHON_CANCEL_FILE", "")
         self.cancelled = set()  # Ids of the calls running here that were cancelled
         self.reading = False
+        self.writing = False  # the runner writes a frame: an exception now would repeat it
+        self.deferred = False  # a cancellation came while it read or wrote
         self.current = []  # (id, caller) of the calls running, innermost last
 
     # -- frames
 
-    def write(self, term):
-        self.write_encoded(self.etf.encode(term))
+    def write(self, term, may_raise=False):
+        """may_raise: from the code of a call (output, erlang.send), where a cancellation
+        that came during the write is raised once it is written."""
+        self.write_encoded(self.etf.encode(term), may_raise)
 
     def read(self):
         """The next frame from the VM, a call as the tuple (run, Id, Kind, Payload,
@@ -170,7 +173,10 @@ class Worker:
                 break
         else:
             return
-        if not self.reading:
+        if self.reading or self.writing:
+            # Raised where the frame is whole: after the reply (callback) or the write.
+            self.deferred = True
+        else:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.runner_ident), ctypes.py_object(self.erlang.CallCancelled)
             )
@@ -217,7 +223,7 @@ class Worker:
         raise erlang.ErlangException(kind, reason, formatted, stack)
 
     def send(self, dest, term):
-        self.write((self.erlang.Atom("send"), dest, term))
+        self.write((self.erlang.Atom("send"), dest, term), may_raise=True)
 
     def caller(self):
         if threading.get_ident() != self.runner_ident or not self.current:
@@ -242,16 +248,35 @@ class Worker:
             self.current.pop()
             self.cancelled.discard(request_id)
 
-    def write_encoded(self, data):
-        """Writes a frame whole: a CallCancelled landing meanwhile is dropped (the call
-        answers anyway), since half a frame would break the stream."""
-        frame = memoryview(_u32.pack(len(data)) + data)
+    def write_encoded(self, data, may_raise=False):
+        """Writes a frame whole, with sendall: a CallCancelled injected meanwhile is raised
+        only once sendall returns, the frame written (after an os.write it lost the count,
+        and the frame was written twice). On the runner the cancellation handler defers
+        while it writes (cancel); one injected just before is kept as deferred."""
+        frame = _u32.pack(len(data)) + data
+        runner = threading.get_ident() == self.runner_ident
         with self.write_lock:
-            while frame:
+            if runner:
+                self.writing = True
+            try:
                 try:
-                    frame = frame[os.write(self.out_fd, frame) :]
+                    self.sock.sendall(frame)
                 except self.erlang.CallCancelled:
-                    continue
+                    self.deferred = True
+            finally:
+                if runner:
+                    self.writing = False
+        if (
+            may_raise
+            and runner
+            and self.deferred
+            and self.current
+            and self.current[-1][0] in self.cancelled
+        ):
+            self.deferred = False
+            raise self.erlang.CallCancelled(
+                "the py:call this code runs for timed out or its caller exited"
+            )
 
     def run(self, kind, payload, detailed):
         """(True, Value) for {ok, Value}, else (False, Result)."""
@@ -372,7 +397,9 @@ class _Output:
 
     def write(self, text):
         if text:
-            self.worker.write((self.worker.erlang.Atom("output"), self.stream, str(text)))
+            self.worker.write(
+                (self.worker.erlang.Atom("output"), self.stream, str(text)), may_raise=True
+            )
         return len(text)
 
     def flush(self):

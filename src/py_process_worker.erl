@@ -25,14 +25,17 @@
 -record(call, {alias :: reference(), caller :: pid(), monitor :: reference(),
                leader :: pid() | undefined, cancelled = false :: boolean()}).
 
-%% How long this process polls the socket for the next frame after writing a call (or a
-%% callback's reply) before it sleeps until the VM's poll says the socket is readable. The
-%% Python side polls for as long after each frame it wrote (_process_worker.py,
-%% SPIN_SECONDS), and only then is an answer within microseconds likely: this process polls
-%% only when Python's last frame came less than this long ago. Sparse calls do not poll, so
-%% that they leave the cores to others (a Python worker woken from its sleep needs one).
+%% How long this process polls the socket for the next frame after writing a call (or after
+%% a frame came) before it sleeps until the VM's poll says the socket is readable.
 -define(SPIN_MICROSECONDS, 50).
-%% How long an idle worker waits for the call of a caller that claimed it (unclaim/1).
+%% It polls only when Python's last frame came less than this long ago: then Python still
+%% polls its side too (for 100 us after each frame, while frames come back to back:
+%% _process_worker.py, SPIN_SECONDS), and an answer within microseconds is likely. A caller
+%% whose scheduler slept between two calls comes back 30-60 us later; with a 50 us gate
+%% whole blocks of back-to-back calls fell to the slow path (24 us instead of 14). Sparse
+%% calls do not poll, and leave the cores to others (a Python woken from sleep needs one).
+-define(POLL_GATE_MICROSECONDS, 150).
+%% How often an idle worker looks whether its slot was claimed and no call came (check_claim/1).
 -define(UNCLAIM_AFTER_MS, 1000).
 %% How long writing one frame may wait for Python to read (send_frame/2).
 -define(SEND_TIMEOUT_MS, 5000).
@@ -388,7 +391,7 @@ name_text(Other) -> Other.
 %% Reads the socket until the call in progress has answered, or for ?SPIN_MICROSECONDS
 %% (from the last frame: a callback or output means more may come soon).
 spin(#{last_frame := Last} = S) ->
-    case erlang:monotonic_time(microsecond) - Last < ?SPIN_MICROSECONDS of
+    case erlang:monotonic_time(microsecond) - Last < ?POLL_GATE_MICROSECONDS of
         true -> spin(S, spin_until());
         false -> S
     end.

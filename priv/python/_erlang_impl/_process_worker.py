@@ -59,13 +59,14 @@ STACK_BYTES = 1024 * 1024 * 1024
 RECURSION_LIMIT = 350000
 
 
-# After a frame, the next one is waited for by polling this long before sleeping in read:
+# After a frame, the next one is waited for by polling this long before sleeping in poll:
 # a process woken from sleep costs tens of microseconds on a virtual machine, more than a
-# small call's own work, and calls that come back to back come sooner (docs/pools.md).
-SPIN_SECONDS = 0.00005
+# small call's own work, and calls that come back to back come sooner (docs/pools.md). 100
+# us, not 50: a caller whose scheduler slept between two calls comes back 30-60 us later.
+SPIN_SECONDS = 0.0001
 # Polling pays only while frames come back to back: the last wait was at most this long
 # (a wake-up from select included), as the VM's workers judge it (c_src/py_worker.c).
-BACK_TO_BACK_SECONDS = 0.0001
+BACK_TO_BACK_SECONDS = 0.0002
 
 
 class _Input:

@@ -8,9 +8,10 @@
 -module(py_pool).
 
 -include("py_request_flags.hrl").
+-include("py_pool_slots.hrl").
 
 -export([start_pool/2, stop_pool/1, pools/0, request/6, take_atom_budget/1]).
--export([init_atom_budget/1, lookup/1, check_options/1, claim/2]).
+-export([init_atom_budget/1, lookup/1, check_options/1, claim/2, caller_gone/1]).
 
 -define(KEY(Name), {?MODULE, Name}).
 -define(ATOMS, {?MODULE, atom_budget}).
@@ -181,10 +182,16 @@ claim(Slots, Size) ->
 claim(_Slots, Slot, Size) when Slot > Size ->
     none;
 claim(Slots, Slot, Size) ->
-    case atomics:compare_exchange(Slots, Slot, 0, 1) of
+    case atomics:compare_exchange(Slots, Slot, ?IDLE, ?BUSY) of
         ok -> {ok, Slot};
         _ -> claim(Slots, Slot + 1, Size)
     end.
+
+%% @private Whether the caller of a call that waited (in the manager's queue, or in a busy
+%% worker) is gone: then nobody wants it run.
+-spec caller_gone(pid()) -> boolean().
+caller_gone(Caller) ->
+    node(Caller) =:= node() andalso not is_process_alive(Caller).
 
 %% ---------------------------------------------------------------------------
 %% Node pools: each call on the next node that is up, through erpc.

@@ -4,12 +4,13 @@
 %% max_calls). For a pool of nodes: watches which of its nodes are up, for py_pool to spread
 %% calls over them.
 %%
-%% A process pool's workers each have a slot in an atomics array (0 idle, 1 busy, 2 no
-%% worker yet), and the pids in an ETS table by slot: a caller claims an idle worker with a
+%% A process pool's workers each have a slot in an atomics array (py_pool_slots.hrl), and
+%% the pids in an ETS table by slot: a caller claims an idle worker with a
 %% compare-and-exchange and sends it the call itself, so that a small call does not wait on
 %% this process (docs/pools.md). Only a call that finds every worker busy comes here; the
-%% last element of the array counts those queued, and a worker that goes idle while it is
-%% not zero tells this process, which claims workers for the queue as callers do.
+%% last element of the array counts those queued. This process claims idle workers for the
+%% queue as callers do, and a worker that goes idle while the count is not zero keeps its
+%% slot and comes for the first queued call (worker_free).
 -module(py_pool_manager).
 -behaviour(gen_server).
 
@@ -21,10 +22,7 @@
 %% How often a node pool tries to connect to its nodes that are down.
 -define(RECONNECT_MS, 1000).
 
-%% A slot's value.
--define(IDLE, 0).
--define(BUSY, 1).
--define(NO_WORKER, 2).
+-include("py_pool_slots.hrl").
 
 -spec start_link(atom(), map()) -> {ok, pid()} | {error, term()}.
 start_link(Name, Options) ->
@@ -41,7 +39,7 @@ init({Name, #{mode := nodes, nodes := Nodes}}) ->
     {ok, State};
 init({Name, #{size := Size, start_timeout := Timeout} = Options}) ->
     process_flag(trap_exit, true),
-    Slots = atomics:new(Size + 1, [{signed, false}]),
+    Slots = atomics:new(?QUEUED(Size), [{signed, false}]),
     [atomics:put(Slots, Slot, ?NO_WORKER) || Slot <- lists:seq(1, Size)],
     Table = ets:new(py_pool_workers, [set, protected, {read_concurrency, true}]),
     Pool = #{mode => process, manager => self(), slots => Slots, size => Size,
@@ -89,7 +87,7 @@ handle_info({py_pool_request, Alias, _, _, _, _, _} = Request, #{mode := process
     %% Counted before a worker is looked for: a worker that goes idle meanwhile either is
     %% claimed here or sees the count and says so (py_process_worker, done/1).
     #{queue := Queue, pool := #{slots := Slots, size := Size}} = S,
-    atomics:add(Slots, Size + 1, 1),
+    atomics:add(Slots, ?QUEUED(Size), 1),
     {noreply, hand_out(S#{queue := queue:in({Alias, Request}, Queue)})};
 handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := Busy} = S) ->
     case [W || {W, A} <- maps:to_list(Busy), A =:= Alias] of
@@ -99,7 +97,7 @@ handle_info({py_pool_cancel, Alias}, #{mode := process, queue := Queue, busy := 
         [] ->
             Left = queue:filter(fun({A, _}) -> A =/= Alias end, Queue),
             #{pool := #{slots := Slots, size := Size}} = S,
-            atomics:sub(Slots, Size + 1, queue:len(Queue) - queue:len(Left)),
+            atomics:sub(Slots, ?QUEUED(Size), queue:len(Queue) - queue:len(Left)),
             {noreply, S#{queue := Left}}
     end;
 handle_info({worker_free, Worker}, #{mode := process, slot_of := SlotOf} = S) ->
@@ -164,29 +162,18 @@ terminate(Reason, #{mode := process, name := Name, slot_of := SlotOf}) ->
 %% ---------------------------------------------------------------------------
 
 %% Hands queued calls to the workers it can claim, as callers claim them (py_pool).
-hand_out(#{queue := Queue, busy := Busy, pool := Pool} = S) ->
+hand_out(#{queue := Queue, pool := Pool} = S) ->
     #{slots := Slots, size := Size, workers := Table} = Pool,
-    case queue:peek(Queue) of
-        empty ->
+    case queue:is_empty(Queue) of
+        true ->
             S;
-        {value, {Alias, Request}} ->
-            Caller = element(7, Request),
-            case node(Caller) =:= node() andalso not is_process_alive(Caller) of
-                true ->
-                    %% Its caller died while it waited: nobody wants it.
-                    atomics:sub(Slots, Size + 1, 1),
-                    hand_out(S#{queue := queue:drop(Queue)});
-                false ->
-                    case py_pool:claim(Slots, Size) of
-                        {ok, Slot} ->
-                            atomics:sub(Slots, Size + 1, 1),
-                            [{Slot, Worker}] = ets:lookup(Table, Slot),
-                            Worker ! setelement(1, Request, run),
-                            hand_out(S#{queue := queue:drop(Queue),
-                                        busy := Busy#{Worker => Alias}});
-                        none ->
-                            S
-                    end
+        false ->
+            case py_pool:claim(Slots, Size) of
+                {ok, Slot} ->
+                    [{Slot, Worker}] = ets:lookup(Table, Slot),
+                    hand_out(give(Worker, Slot, S));
+                none ->
+                    S
             end
     end.
 
@@ -199,9 +186,8 @@ give(Worker, Slot, #{queue := Queue, busy := Busy, pool := Pool} = S) ->
             atomics:put(Slots, Slot, ?IDLE),
             S;
         {{value, {Alias, Request}}, Rest} ->
-            atomics:sub(Slots, Size + 1, 1),
-            Caller = element(7, Request),
-            case node(Caller) =:= node() andalso not is_process_alive(Caller) of
+            atomics:sub(Slots, ?QUEUED(Size), 1),
+            case py_pool:caller_gone(element(7, Request)) of
                 true ->
                     give(Worker, Slot, S#{queue := Rest});
                 false ->

@@ -22,6 +22,8 @@
 
 -export([start_link/3, init/4]).
 
+-include("py_pool_slots.hrl").
+
 -record(call, {alias :: reference(), caller :: pid(), monitor :: reference(),
                leader :: pid() | undefined, cancelled = false :: boolean()}).
 
@@ -74,8 +76,7 @@ init(Pool, Manager, Options, Manager) ->
     S = #{pool => Pool, manager => Manager, port => Port, os_pid => OsPid, options => Options,
           calls => 0, stack => [], cancel_file => CancelFile, socket_dir => Dir,
           sock => undefined, buffer => <<>>, more => [], more_size => 0, select => undefined,
-          pending => [], claim_seen => none, select_info => undefined,
-          last_frame => 0},
+          pending => [], claim_seen => none, last_frame => 0},
     guarded(fun() -> start(S, Listen, Token) end, S).
 
 %% Runs F (which never returns: it loops until it exits); whatever way it ends, the Python
@@ -277,8 +278,9 @@ limit(N) -> integer_to_list(N).
 %% ---------------------------------------------------------------------------
 
 loop(#{port := Port, sock := Sock} = S) ->
+    Handle = select_handle(S),
     receive
-        {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
+        {'$socket', Sock, select, Handle} ->
             %% Polled on when a frame came (a callback's, whose reply is answered soon).
             loop(arm_if_busy(spin(readable(S))));
         {run, _, _, _, _, _, _} = Run when map_get(stack, S) =/= [] ->
@@ -328,13 +330,13 @@ idle_timeout(_S) -> infinity.
 %% freed (a call that still comes goes to `pending', above).
 check_claim(#{stack := [], calls := Calls, claim_seen := Calls,
               options := #{slot := {Slots, Slot, _}}} = S) ->
-    case atomics:compare_exchange(Slots, Slot, 1, 0) of
+    case atomics:compare_exchange(Slots, Slot, ?BUSY, ?IDLE) of
         ok -> idle(S#{claim_seen := none});
         _ -> S#{claim_seen := none}
     end;
 check_claim(#{stack := [], calls := Calls, options := #{slot := {Slots, Slot, _}}} = S) ->
     case atomics:get(Slots, Slot) of
-        1 -> S#{claim_seen := Calls};
+        ?BUSY -> S#{claim_seen := Calls};
         _ -> S#{claim_seen := none}
     end;
 check_claim(S) ->
@@ -427,8 +429,8 @@ arm(#{select := undefined, sock := Sock} = S) ->
     case socket:recv(Sock, 0, nowait) of
         {ok, Data} ->
             arm(frames(received(Data, S)));
-        {select, {select_info, _, Handle} = Info} ->
-            S#{select := Handle, select_info := Info};
+        {select, Info} ->
+            S#{select := Info};
         {error, _Closed} ->
             closed(S)
     end;
@@ -438,7 +440,8 @@ arm(S) ->
 %% Withdraws the request for a `select' message, and drops the message if it came.
 disarm(#{select := undefined} = S) ->
     S;
-disarm(#{select := Handle, select_info := Info, sock := Sock} = S) ->
+disarm(#{select := Info, sock := Sock} = S) ->
+    Handle = select_handle(S),
     _ = socket:cancel(Sock, Info),
     receive
         {'$socket', Sock, select, Handle} -> ok
@@ -446,6 +449,10 @@ disarm(#{select := Handle, select_info := Info, sock := Sock} = S) ->
         ok
     end,
     S#{select := undefined}.
+
+%% The reference of the `select' message asked for (arm/1), or none.
+select_handle(#{select := {select_info, _, Handle}}) -> Handle;
+select_handle(#{select := undefined}) -> undefined.
 
 %% Python closed its end: it is exiting (its exit status follows), or its code closed the
 %% socket; either way this worker is done.
@@ -535,31 +542,34 @@ frame(Other, _S) ->
 %% The outermost call ended: this worker is free again, or done after max_calls.
 done(#{stack := [_ | _]} = S) ->
     S;
-done(#{calls := Calls, pending := [Run | Pending]} = S) ->
-    %% A stray call waited for this one (loop/1): its turn, the slot still claimed.
+done(#{calls := Calls} = S) ->
+    next_call(S#{calls := Calls + 1}).
+
+next_call(#{pending := [Run | Pending]} = S) ->
+    %% A stray call waited for the one that ended (loop/1): its turn, the slot still claimed.
     {run, Alias, Kind, Payload, Detailed, Leader, Caller} = Run,
-    S1 = S#{calls := Calls + 1, pending := Pending},
-    case node(Caller) =:= node() andalso not is_process_alive(Caller) of
-        true -> done(S1#{calls := Calls});
+    S1 = S#{pending := Pending},
+    case py_pool:caller_gone(Caller) of
+        true -> next_call(S1);
         false -> run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S1))
     end;
-done(#{calls := Calls, options := #{max_calls := Max}}) when Calls + 1 >= Max ->
+next_call(#{calls := Calls, options := #{max_calls := Max}}) when Calls >= Max ->
     %% Recycled (the manager starts a new worker); calls waiting here went first, above.
     exit(normal);
-done(#{calls := Calls} = S) ->
-    idle(S#{calls := Calls + 1}).
+next_call(S) ->
+    idle(S).
 
 %% Idle for callers to claim (py_pool). When calls wait in the manager's queue (it counts
 %% them before it looks for a worker: one of the two sees the other), the worker takes its
 %% slot back and goes to the manager for the first of them, so that queued calls are served
 %% in order, not after whichever caller claims next.
 idle(#{manager := Manager, options := #{slot := {Slots, Slot, Size}}} = S) ->
-    ok = atomics:put(Slots, Slot, 0),
-    case atomics:get(Slots, Size + 1) of
+    ok = atomics:put(Slots, Slot, ?IDLE),
+    case atomics:get(Slots, ?QUEUED(Size)) of
         0 ->
             S;
         _ ->
-            _ = case atomics:compare_exchange(Slots, Slot, 0, 1) of
+            _ = case atomics:compare_exchange(Slots, Slot, ?IDLE, ?BUSY) of
                     ok -> Manager ! {worker_free, self()};
                     _ -> ok  % claimed meanwhile: its next done/1 looks again
                 end,
@@ -616,6 +626,7 @@ wait_callback(Pid, Monitor, S) ->
     end.
 
 wait_callback_receive(Pid, Monitor, #{port := Port, sock := Sock} = S) ->
+    Handle = select_handle(S),
     receive
         {callback_reply, Pid, Reply} ->
             %% Returns to the frame loop that met the callback, which polls on for what
@@ -628,7 +639,7 @@ wait_callback_receive(Pid, Monitor, #{port := Port, sock := Sock} = S) ->
             S1 = disarm(S),
             send_reply(reply_frame(py_callback:error_reply(exit, Reason, [])), S1),
             S1;
-        {'$socket', Sock, select, Handle} when Handle =:= map_get(select, S) ->
+        {'$socket', Sock, select, Handle} ->
             wait_callback(Pid, Monitor, readable(S));
         {run, Alias, Kind, Payload, Detailed, Leader, Caller} ->
             S1 = run(Alias, Kind, Payload, Detailed, Leader, Caller, disarm(S)),

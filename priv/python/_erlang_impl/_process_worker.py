@@ -201,11 +201,17 @@ class Worker:
             if frame[0] == Atom("reply"):
                 break
             self.serve(frame)  # a nested call
-        if self.current and self.current[-1][0] in self.cancelled:
-            raise erlang.CallCancelled(
-                "the py:call this code runs for timed out or its caller exited"
-            )
+        if self.current_cancelled():
+            raise self.call_cancelled()
         return self.reply_value(frame[1], name)
+
+    def current_cancelled(self):
+        return bool(self.current) and self.current[-1][0] in self.cancelled
+
+    def call_cancelled(self):
+        return self.erlang.CallCancelled(
+            "the py:call this code runs for timed out or its caller exited"
+        )
 
     def reply_value(self, reply, name):
         """What a callback's reply stands for. The VM sends {ok, Value} and the error's
@@ -267,17 +273,9 @@ class Worker:
             finally:
                 if runner:
                     self.writing = False
-        if (
-            may_raise
-            and runner
-            and self.deferred
-            and self.current
-            and self.current[-1][0] in self.cancelled
-        ):
+        if may_raise and runner and self.deferred and self.current_cancelled():
             self.deferred = False
-            raise self.erlang.CallCancelled(
-                "the py:call this code runs for timed out or its caller exited"
-            )
+            raise self.call_cancelled()
 
     def run(self, kind, payload, detailed):
         """(True, Value) for {ok, Value}, else (False, Result)."""
@@ -288,25 +286,15 @@ class Worker:
                 target = _lookup(
                     payload[2:module_end].decode(), payload[module_end + 2 : function_end].decode()
                 )
-                value = target(*self.etf.decode(payload[function_end:]))
-                if type(value) is types.CoroutineType:
-                    import asyncio
-
-                    value = asyncio.run(value)
-                return True, value
+                return True, _run_to_end(target(*self.etf.decode(payload[function_end:])))
             payload = self.etf.decode(payload)
             if kind == "call":
                 module, function, args, kwargs = payload
                 target = _lookup(_name(module), _name(function))
                 if not isinstance(args, list):
                     raise TypeError("arguments must be a list")
-                value = target(*args, **_str_keys(kwargs, "keyword arguments", "keyword argument"))
-                # As the VM's PyCoro_CheckExact: an `async def' function runs to its end.
-                if type(value) is types.CoroutineType:
-                    import asyncio
-
-                    value = asyncio.run(value)
-                return True, value
+                kwargs = _str_keys(kwargs, "keyword arguments", "keyword argument")
+                return True, _run_to_end(target(*args, **kwargs))
             if kind == "eval":
                 code, local_vars = payload
                 return True, _run_source(code, local_vars, "eval")
@@ -325,6 +313,15 @@ class Worker:
 _RESULT_HEAD = b"\x83\x68\x03\x77\x06result"
 # {ok, up to its value.
 _OK_HEAD = b"\x68\x02\x77\x02ok"
+
+
+def _run_to_end(value):
+    """As the VM's PyCoro_CheckExact: an `async def' function's coroutine runs to its end."""
+    if type(value) is types.CoroutineType:
+        import asyncio
+
+        return asyncio.run(value)
+    return value
 
 
 def _name(value):
